@@ -1,0 +1,85 @@
+"""python -m labbox {up,services,down,status}: manage the lab-in-a-box."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import aptrepo, engine, hosts, images, inventory, services
+from .shell import docker, log
+
+
+def bring_up_services() -> aptrepo.AptRepo:
+    engine.ensure_engine()
+    engine.ensure_tools("debootstrap", "gpg", "apt-ftparchive", "dpkg-deb", "ssh", "ssh-keygen", "rsync")
+    base = images.ensure_base()
+    services_image = images.ensure_built("services")
+    images.ensure_built("simhost")
+    services.ensure_network()
+    services.ensure_registry(services_image)
+    services.serve_image(base, "debian:bookworm")
+    repo = aptrepo.ensure_repo()
+    services.ensure_apt_server(services_image, repo.root)
+    return repo
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    repo = bring_up_services()
+    key = hosts.ensure_ssh_key()
+    started = hosts.ensure_hosts(args.hosts, "effdet-lab/simhost:latest", key, fresh=args.fresh)
+    path = inventory.write_inventory(started, key, repo)
+    log(f"{len(started)} simulated host(s) up; inventory: {path}")
+    return 0
+
+
+def cmd_services(_: argparse.Namespace) -> int:
+    bring_up_services()
+    log("services up: registry mirror and apt repository")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    if not engine.engine_answers():
+        log("no docker engine answers: nothing to tear down")
+        return 0
+    for name in hosts.existing_hosts():
+        hosts.remove_host(name)
+    if not args.keep_services:
+        for name in (services.REGISTRY, services.APT_SERVER):
+            docker("rm", "-f", name, check=False)
+        docker("volume", "rm", "-f", "effdet-lab-registry-data", check=False)
+        docker("network", "rm", services.NETWORK, check=False)
+    if args.images:
+        out = docker("images", "--format", "{{.Repository}}:{{.Tag}}", "effdet-lab/*").stdout.split()
+        if out:
+            docker("rmi", "-f", *out, check=False)
+    log(f"torn down; removed {hosts.clean_cgroups()} leftover cgroup folder(s)")
+    return 0
+
+
+def cmd_status(_: argparse.Namespace) -> int:
+    print(docker("ps", "-a", "--filter", f"label={services.LABEL}",
+                 "--format", "table {{.Names}}\t{{.Status}}\t{{.Ports}}").stdout)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m labbox", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="services plus N simulated GPU hosts, and the inventory")
+    up.add_argument("--hosts", type=int, default=1)
+    up.add_argument("--fresh", action="store_true", help="recreate the hosts as bare servers")
+    up.set_defaults(func=cmd_up)
+    sub.add_parser("services", help="registry mirror and apt repository only").set_defaults(func=cmd_services)
+    down = sub.add_parser("down", help="remove hosts, services, volumes and leftover cgroups")
+    down.add_argument("--keep-services", action="store_true")
+    down.add_argument("--images", action="store_true", help="also remove the effdet-lab/* images")
+    down.set_defaults(func=cmd_down)
+    sub.add_parser("status").set_defaults(func=cmd_status)
+    args = parser.parse_args(argv)
+    if getattr(args, "hosts", 1) < 0:
+        parser.error("--hosts must be >= 0")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

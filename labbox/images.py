@@ -1,0 +1,61 @@
+"""Locally built images: a debootstrap base, then content-hashed derived images."""
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from .shell import docker, log
+
+BASE_IMAGE = "effdet-lab/debian:bookworm"
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+CONTEXT_DIR = Path(__file__).resolve().parent / "context"
+
+
+def image_exists(ref: str) -> bool:
+    return docker("image", "inspect", ref, check=False).returncode == 0
+
+
+def ensure_base(mirror: str = DEBIAN_MIRROR, suite: str = "bookworm", ref: str = BASE_IMAGE) -> str:
+    """A minimal Debian image from debootstrap, imported with no registry involved."""
+    if image_exists(ref):
+        return ref
+    log(f"building {ref} with debootstrap from {mirror} (about a minute)")
+    with tempfile.TemporaryDirectory(prefix="labbox-rootfs-") as tmp:
+        root = Path(tmp) / "rootfs"
+        subprocess.run(
+            ["debootstrap", "--variant=minbase", suite, str(root), mirror],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
+        subprocess.run(["docker", "import", "-", ref], stdin=tar.stdout, check=True, stdout=subprocess.DEVNULL)
+        if tar.wait() != 0:
+            raise RuntimeError("tar of the debootstrap root failed")
+        shutil.rmtree(root, ignore_errors=True)
+    return ref
+
+
+def context_hash(context: Path, *extra: str) -> str:
+    """A stable hash of every file in a build context (path and bytes) plus extra strings."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in context.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(context)).encode())
+        digest.update(path.read_bytes())
+    for item in extra:
+        digest.update(item.encode())
+    return digest.hexdigest()[:12]
+
+
+def ensure_built(name: str, base: str = BASE_IMAGE) -> str:
+    """Build labbox/context/<name> as effdet-lab/<name>:<hash>, unless that tag exists."""
+    context = CONTEXT_DIR / name
+    base_id = docker("image", "inspect", "--format", "{{.Id}}", base).stdout.strip()
+    ref = f"effdet-lab/{name}:{context_hash(context, base_id)}"
+    if not image_exists(ref):
+        log(f"building {ref}")
+        docker("build", "-q", "--build-arg", f"BASE={base}", "-t", ref, str(context))
+    docker("tag", ref, f"effdet-lab/{name}:latest")
+    return ref
