@@ -19,6 +19,7 @@ def bring_up_services() -> aptrepo.AptRepo:
     services.serve_image(base, "debian:bookworm")
     repo = aptrepo.ensure_repo()
     services.ensure_apt_server(services_image, repo.root)
+    inventory.write_generated_vars(repo)
     return repo
 
 
@@ -26,7 +27,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     repo = bring_up_services()
     key = hosts.ensure_ssh_key()
     started = hosts.ensure_hosts(args.hosts, "effdet-lab/simhost:latest", key, fresh=args.fresh)
-    path = inventory.write_inventory(started, key, repo)
+    path = inventory.write_inventory(started, key)
     log(f"{len(started)} simulated host(s) up; inventory: {path}")
     return 0
 

@@ -1,0 +1,189 @@
+"""testinfra fixtures: per-host expectations from inventory variables.
+
+Run against any inventory (ansible.cfg's by default):
+
+    pytest -p no:cacheprovider --hosts=ansible://gpu_hosts tests/infra
+    pytest -p no:cacheprovider --hosts=ansible://gpu_hosts --ansible-inventory=inventory/labbox tests/infra
+
+Inventory variables (host or group vars) read here:
+
+    verify_gpu_count         int, default 0. GPUs `nvidia-smi` must list on the
+                             host. 0 means the host must have none: the GPU
+                             checks then assert their absence and fail if a GPU
+                             appears.
+    verify_gpu_names         list of str, default []. The GPU names in index
+                             order as nvidia-smi prints them ("NVIDIA A100-SXM4-80GB"),
+                             or a single name that every GPU must have. Required
+                             when verify_gpu_count > 0.
+    verify_driver_min        str, e.g. "535.104.05". Lowest accepted driver.
+                             Required when verify_gpu_count > 0.
+    verify_cuda_image        str, e.g. "nvidia/cuda:12.2.2-base-ubuntu22.04":
+                             the image for `docker run --gpus ... <image> nvidia-smi -L`.
+                             Required when verify_gpu_count > 0.
+    verify_registry_mirrors  list of str; default: the host's
+                             docker_daemon_registry_mirrors. Null/absent: the
+                             mirror checks are skipped (the role leaves the key
+                             alone then).
+    verify_lab_container     str, default "effdet-lab". The lab container.
+    verify_lab_user          str, default "lcg". The user inside the lab container.
+    verify_nvidia_runtime_path  str, default nvidia_container_toolkit_runtime_path
+                             or /usr/bin/nvidia-container-runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import nvidia_smi  # noqa: E402
+
+QUERY_FIELDS = ["index", "name", "uuid", "driver_version", "memory.total", "compute_cap"]
+QUERY_CMD = "nvidia-smi --query-gpu=" + ",".join(QUERY_FIELDS) + " --format=csv,noheader,nounits"
+
+
+@dataclass(frozen=True)
+class Expectations:
+    gpu_count: int
+    gpu_names: tuple[str, ...]
+    driver_min: Optional[str]
+    cuda_image: Optional[str]
+    registry_mirrors: Optional[tuple[str, ...]]
+    lab_container: str
+    lab_user: str
+    nvidia_runtime_path: str
+
+    @classmethod
+    def from_hostvars(cls, hv: dict[str, Any]) -> "Expectations":
+        count = hv.get("verify_gpu_count", 0)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"verify_gpu_count must be an int >= 0, got {count!r}")
+        names = hv.get("verify_gpu_names") or []
+        if isinstance(names, str):
+            names = [names]
+        names = tuple(str(n) for n in names)
+        mirrors = hv.get("verify_registry_mirrors", hv.get("docker_daemon_registry_mirrors"))
+        exp = cls(
+            gpu_count=count,
+            gpu_names=names,
+            driver_min=(str(hv["verify_driver_min"]) if hv.get("verify_driver_min") is not None else None),
+            cuda_image=hv.get("verify_cuda_image") or None,
+            registry_mirrors=None if mirrors is None else tuple(str(m) for m in mirrors),
+            lab_container=str(hv.get("verify_lab_container") or "effdet-lab"),
+            lab_user=str(hv.get("verify_lab_user") or "lcg"),
+            nvidia_runtime_path=str(
+                hv.get("verify_nvidia_runtime_path")
+                or hv.get("nvidia_container_toolkit_runtime_path")
+                or "/usr/bin/nvidia-container-runtime"
+            ),
+        )
+        if count > 0:
+            missing = [
+                k
+                for k, v in (
+                    ("verify_gpu_names", exp.gpu_names),
+                    ("verify_driver_min", exp.driver_min),
+                    ("verify_cuda_image", exp.cuda_image),
+                )
+                if not v
+            ]
+            if missing:
+                raise ValueError(f"verify_gpu_count={count} needs {', '.join(missing)} set for this host")
+            if len(names) not in (1, count):
+                raise ValueError(f"verify_gpu_names has {len(names)} names for verify_gpu_count={count}")
+            nvidia_smi.parse_version(exp.driver_min or "")
+        return exp
+
+    def names_for(self, n: int) -> list[str]:
+        """Expected names of GPUs 0..n-1."""
+        if len(self.gpu_names) == 1:
+            return [self.gpu_names[0]] * n
+        return list(self.gpu_names[:n])
+
+
+def _hostvars(host) -> dict[str, Any]:
+    try:
+        return dict(host.ansible.get_variables())
+    except (AttributeError, RuntimeError, NotImplementedError):
+        # Not an ansible:// host (e.g. --hosts=ssh://...): defaults only.
+        return {}
+
+
+@pytest.fixture(scope="module")
+def expect(host) -> Expectations:
+    return Expectations.from_hostvars(_hostvars(host))
+
+
+def docker_json(host, *args: str) -> Any:
+    out = host.check_output("docker " + " ".join(shlex.quote(a) for a in args))
+    return json.loads(out)
+
+
+@dataclass(frozen=True)
+class HostGpus:
+    """What nvidia-smi says on the host itself."""
+
+    nvidia_smi: Optional[str]  # path, None when not installed
+    listed: list  # list[nvidia_smi.ListedGpu]
+    queried: list  # list[nvidia_smi.QueriedGpu]
+    list_output: str
+
+
+@pytest.fixture(scope="module")
+def host_gpus(host) -> HostGpus:
+    which = host.run("command -v nvidia-smi")
+    if which.rc != 0:
+        return HostGpus(None, [], [], "")
+    path = which.stdout.strip()
+    lst = host.run("nvidia-smi -L")
+    # rc 6: "No devices were found"; anything else non-zero is a broken driver.
+    assert lst.rc in (0, 6), f"nvidia-smi -L failed (rc {lst.rc}): {lst.stdout}{lst.stderr}"
+    listed = nvidia_smi.parse_list_gpus(lst.stdout)
+    queried: list = []
+    if listed:
+        q = host.run(QUERY_CMD)
+        assert q.rc == 0, f"{QUERY_CMD} failed (rc {q.rc}): {q.stdout}{q.stderr}"
+        queried = nvidia_smi.parse_query_gpu_csv(q.stdout, QUERY_FIELDS)
+    return HostGpus(path, listed, queried, lst.stdout)
+
+
+@dataclass(frozen=True)
+class LabContainer:
+    name: str
+    inspect: dict
+
+
+@pytest.fixture(scope="module")
+def lab_container(host, expect) -> LabContainer:
+    """The running lab container. Skips ONLY when no container of that name
+    exists on the host (the image and container come with a later issue)."""
+    r = host.run("docker container inspect " + shlex.quote(expect.lab_container))
+    if r.rc != 0:
+        if "no such container" in (r.stderr + r.stdout).lower():
+            pytest.skip(
+                f"lab container {expect.lab_container!r} does not exist on this host yet "
+                "(set verify_lab_container; these checks become mandatory once it is deployed)"
+            )
+        pytest.fail(f"docker container inspect {expect.lab_container} failed: {r.stderr}")
+    (info,) = json.loads(r.stdout)
+    assert info["State"]["Running"], f"lab container {expect.lab_container} exists but is {info['State']['Status']}"
+    return LabContainer(expect.lab_container, info)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Without --hosts, testinfra would point these checks at the local
+    machine; skip them instead (e.g. on a plain `pytest tests`)."""
+    if config.getoption("hosts", None):
+        return
+    here = Path(__file__).resolve().parent
+    skip = pytest.mark.skip(reason="infra checks need --hosts=ansible://<group> (see tests/infra/conftest.py)")
+    for item in items:
+        if here in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(skip)

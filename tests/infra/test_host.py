@@ -1,0 +1,106 @@
+"""Non-GPU checks of a converged GPU host: dockerd, daemon.json, the nvidia
+runtime, sshd; and, in the lab container, its user, sudo and sshd."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+
+from conftest import docker_json
+
+
+def _norm(url: str) -> str:
+    # dockerd normalises mirrors with a trailing slash in `docker info`.
+    return url.rstrip("/")
+
+
+def test_dockerd_active(host) -> None:
+    docker = host.service("docker")
+    assert docker.is_running, "docker.service is not active"
+    assert docker.is_enabled, "docker.service is not enabled"
+    assert host.run("docker version --format '{{.Server.Version}}'").rc == 0, "dockerd does not answer"
+
+
+def test_host_sshd_active(host) -> None:
+    r = host.run("systemctl is-active ssh.service || systemctl is-active sshd.service")
+    assert r.stdout.strip().splitlines()[-1] == "active", r.stdout
+
+
+@pytest.fixture(scope="module")
+def daemon_json(host) -> dict:
+    f = host.file("/etc/docker/daemon.json")
+    assert f.is_file, "/etc/docker/daemon.json is missing"
+    return json.loads(f.content_string)  # must parse
+
+
+def test_daemon_json_live_restore(daemon_json) -> None:
+    assert daemon_json.get("live-restore") is True
+
+
+def test_daemon_json_mirrors(daemon_json, expect) -> None:
+    if expect.registry_mirrors is None:
+        pytest.skip("no registry mirrors expected (verify_registry_mirrors / docker_daemon_registry_mirrors unset)")
+    assert [_norm(m) for m in daemon_json.get("registry-mirrors", [])] == [
+        _norm(m) for m in expect.registry_mirrors
+    ]
+
+
+def test_daemon_json_nvidia_runtime(host, daemon_json, expect) -> None:
+    runtimes = daemon_json.get("runtimes") or {}
+    assert "nvidia" in runtimes, f"no nvidia runtime in daemon.json: {sorted(runtimes)}"
+    path = runtimes["nvidia"]["path"]
+    assert path == expect.nvidia_runtime_path
+    f = host.file(path)
+    assert f.exists and f.mode & 0o111, f"{path} is not an executable on the host"
+
+
+@pytest.fixture(scope="module")
+def docker_info(host) -> dict:
+    return docker_json(host, "info", "--format", "{{json .}}")
+
+
+def test_docker_info_mirrors(docker_info, expect) -> None:
+    if expect.registry_mirrors is None:
+        pytest.skip("no registry mirrors expected (verify_registry_mirrors / docker_daemon_registry_mirrors unset)")
+    live = [_norm(m) for m in (docker_info.get("RegistryConfig") or {}).get("Mirrors") or []]
+    assert live == [_norm(m) for m in expect.registry_mirrors], "dockerd has not loaded the mirrors in daemon.json"
+
+
+def test_docker_info_live_restore(docker_info) -> None:
+    assert docker_info.get("LiveRestoreEnabled") is True
+
+
+def test_docker_info_nvidia_runtime(docker_info, expect) -> None:
+    runtimes = docker_info.get("Runtimes") or {}
+    assert "nvidia" in runtimes, f"dockerd does not know the nvidia runtime: {sorted(runtimes)}"
+    assert runtimes["nvidia"].get("path") == expect.nvidia_runtime_path
+
+
+# ---------------------------------------------------------------------------
+# Inside the lab container (skipped only while it does not exist)
+
+
+def _exec(host, container: str, cmd: str, user: str | None = None):
+    u = f"-u {shlex.quote(user)} " if user else ""
+    return host.run(f"docker exec {u}{shlex.quote(container)} sh -c {shlex.quote(cmd)}")
+
+
+def test_lab_user_exists(host, lab_container, expect) -> None:
+    r = _exec(host, lab_container.name, f"getent passwd {shlex.quote(expect.lab_user)}")
+    assert r.rc == 0, f"user {expect.lab_user} missing in {lab_container.name}"
+    home = r.stdout.strip().split(":")[5]
+    assert _exec(host, lab_container.name, f"test -d {shlex.quote(home)}").rc == 0, f"home {home} missing"
+
+
+def test_lab_user_sudo(host, lab_container, expect) -> None:
+    r = _exec(host, lab_container.name, "sudo -n true", user=expect.lab_user)
+    assert r.rc == 0, f"{expect.lab_user} cannot sudo without a password: {r.stderr}"
+    r = _exec(host, lab_container.name, "sudo -n id -u", user=expect.lab_user)
+    assert r.stdout.strip() == "0"
+
+
+def test_lab_sshd_running(host, lab_container) -> None:
+    r = _exec(host, lab_container.name, "cat /proc/[0-9]*/comm 2>/dev/null | grep -qx sshd")
+    assert r.rc == 0, f"no sshd process in {lab_container.name}"
