@@ -1,0 +1,65 @@
+"""Fixtures for tests that converge the lab-in-a-box with ansible-playbook.
+
+The simulated hosts (labhost-1..N) are shared by the whole session and are
+brought up by `python -m labbox up`; a test that needs a bare host asks for
+`fresh_hosts`.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+INVENTORY = REPO / "inventory" / "labbox"
+HOSTS = int(os.environ.get("LABBOX_TEST_HOSTS", "2"))
+RECAP = re.compile(r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
+                   r"\s+failed=(?P<failed>\d+)", re.M)
+
+
+@dataclass
+class PlaybookRun:
+    rc: int
+    output: str
+
+    @property
+    def recap(self) -> dict[str, dict[str, int]]:
+        return {m["host"]: {k: int(m[k]) for k in ("ok", "changed", "unreachable", "failed")}
+                for m in RECAP.finditer(self.output)}
+
+    def changed(self) -> int:
+        return sum(r["changed"] for r in self.recap.values())
+
+
+def run_playbook(playbook: str, *args: str, timeout: int = 1800) -> PlaybookRun:
+    """ansible-playbook from the repo root (its ansible.cfg), output captured."""
+    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(INVENTORY), playbook, *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False,
+    )
+    return PlaybookRun(proc.returncode, proc.stdout + proc.stderr)
+
+
+def labbox(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "labbox", *args], cwd=REPO, check=True)
+
+
+@pytest.fixture(scope="session")
+def lab_hosts() -> list[str]:
+    """The simulated hosts, up and in the inventory (not necessarily converged)."""
+    labbox("up", "--hosts", str(HOSTS))
+    return [f"labhost-{i}" for i in range(1, HOSTS + 1)]
+
+
+@pytest.fixture(scope="session")
+def converged_hosts(lab_hosts: list[str]) -> list[str]:
+    """The hosts after the host layer has converged."""
+    run = run_playbook("playbooks/host.yml")
+    assert run.rc == 0, run.output[-4000:]
+    return lab_hosts
