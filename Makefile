@@ -7,6 +7,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# TensorFlow CPU and automl's code (from PyPI) for the converter's tests.
+EFFDET_BIN := .venv-effdet/bin
 HOSTS ?= 1
 PYTEST_ARGS ?=
 
@@ -20,6 +22,12 @@ $(BIN)/.installed: requirements.txt
 
 venv: $(BIN)/.installed
 
+$(EFFDET_BIN)/.installed: requirements-effdet.txt requirements-effdet-nodeps.txt
+	$(PYTHON) -m venv .venv-effdet
+	$(EFFDET_BIN)/pip install -q -r requirements-effdet.txt
+	$(EFFDET_BIN)/pip install -q --no-deps -r requirements-effdet-nodeps.txt
+	@touch $@
+
 setup: venv
 	$(BIN)/python -m labbox services
 
@@ -30,12 +38,13 @@ lint: venv
 	$(BIN)/yamllint --strict .
 	$(BIN)/ansible-lint --profile production
 
-test: setup lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS) tests
+test: setup lint $(EFFDET_BIN)/.installed
+	$(EFFDET_BIN)/python -m pytest $(PYTEST_ARGS) tests/effdet
+	$(BIN)/python -m pytest $(PYTEST_ARGS) --ignore=tests/effdet tests
 
 clean: venv
 	$(BIN)/python -m labbox down
 
 distclean: venv
 	$(BIN)/python -m labbox down --images
-	rm -rf $(VENV) .labbox
+	rm -rf $(VENV) .venv-effdet .labbox
