@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import aptrepo, engine, hosts, images, inventory, services
+from . import aptrepo, demo, engine, hosts, images, inventory, services, tfbase
 from .shell import docker, log
 
 
@@ -17,6 +17,7 @@ def bring_up_services() -> aptrepo.AptRepo:
     services.ensure_network()
     services.ensure_registry(services_image)
     services.serve_image(base, "debian:bookworm")
+    tfbase.ensure_served(base)
     repo = aptrepo.ensure_repo()
     services.ensure_apt_server(services_image, repo.root)
     inventory.write_generated_vars(repo)
@@ -30,6 +31,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     path = inventory.write_inventory(started, key)
     log(f"{len(started)} simulated host(s) up; inventory: {path}")
     return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    args.fresh = not args.reuse
+    cmd_up(args)
+    return demo.run_demo(args.hosts, args.ansible_args)
 
 
 def cmd_services(_: argparse.Namespace) -> int:
@@ -70,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--hosts", type=int, default=1)
     up.add_argument("--fresh", action="store_true", help="recreate the hosts as bare servers")
     up.set_defaults(func=cmd_up)
+    dem = sub.add_parser("demo", help="bare hosts, converge site.yml twice, prove changed=0, write results/")
+    dem.add_argument("--hosts", type=int, default=1)
+    dem.add_argument("--reuse", action="store_true", help="keep already converged hosts")
+    dem.add_argument("ansible_args", nargs="*", help="passed to ansible-playbook (after --)")
+    dem.set_defaults(func=cmd_demo)
     sub.add_parser("services", help="registry mirror and apt repository only").set_defaults(func=cmd_services)
     down = sub.add_parser("down", help="remove hosts, services, volumes and leftover cgroups")
     down.add_argument("--keep-services", action="store_true")

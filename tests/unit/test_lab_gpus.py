@@ -1,0 +1,71 @@
+"""The lab_container role's --gpus parser: every form of the seed recipe -> device_requests."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location(
+    "effdet_lab_gpus", REPO / "roles" / "lab_container" / "filter_plugins" / "lab_gpus.py")
+assert _spec and _spec.loader
+g = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(g)
+
+UUID1 = "GPU-f3da2e71-6e43-729a-e3ae-f731ed96d50c"  # tests/fixtures/nvidia-smi/csv_header_gtx1060-1080ti_5gpu_uuid.csv
+UUID2 = "GPU-15ea7bf9-1a0e-2d7f-9c62-c28e5ca1aaf1"
+GPU = [["gpu"]]
+
+
+@pytest.mark.parametrize("spec,want", [
+    ("all", {"count": -1}),
+    (-1, {"count": -1}),
+    ("2", {"count": 2}),
+    (2, {"count": 2}),
+    ("count=2", {"count": 2}),
+    ("count=all", {"count": -1}),
+    ('"device=1,2"', {"device_ids": ["1", "2"]}),          # --gpus '"device=1,2"' after the shell
+    ("'\"device=1,2\"'", {"device_ids": ["1", "2"]}),      # the recipe's text, quotes and all
+    ("device=1,2", {"device_ids": ["1", "2"]}),
+    ("device=0", {"device_ids": ["0"]}),
+    (f"device={UUID1}", {"device_ids": [UUID1]}),
+    (f'"device={UUID1},{UUID2}"', {"device_ids": [UUID1, UUID2]}),
+    ([0, UUID2], {"device_ids": ["0", UUID2]}),
+    ("MIG-4a6e5b8f-1c2d-5e3f-9a0b-1c2d3e4f5a6b", None),
+])
+def test_forms(spec, want):
+    if want is None:
+        with pytest.raises(g.GpusSpecError):
+            g.lab_container_device_requests(spec)
+        return
+    (req,) = g.lab_container_device_requests(spec)
+    assert req["driver"] == "nvidia" and req["capabilities"] == GPU
+    assert {k: v for k, v in req.items() if k in ("count", "device_ids")} == want
+
+
+def test_capabilities_and_options():
+    (req,) = g.lab_container_device_requests('"capabilities=compute,utility",count=1,driver=nvidia')
+    assert req == {"driver": "nvidia", "capabilities": [["gpu", "compute", "utility"]], "count": 1}
+
+
+@pytest.mark.parametrize("spec", [None, "", "none", "None", [], False])
+def test_none(spec):
+    assert g.lab_container_device_requests(spec) == []
+
+
+@pytest.mark.parametrize("spec,why", [
+    ("banana", "neither a number nor 'all'"),
+    ("device=", "empty device list"),
+    ("0", "requests no GPU"),
+    (0, "requests no GPU"),
+    ("2,device=1", "not both"),
+    ("device=1,1", "listed twice"),
+    ("device=gpu0", "neither a GPU index nor"),
+    ("foo=1", "unknown option"),
+    ("all,all", "given twice"),
+    (True, "ambiguous"),
+    ({"count": 1}, "expected a string"),
+])
+def test_malformed(spec, why):
+    assert why in g.lab_container_gpus_error(spec)
