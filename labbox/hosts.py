@@ -1,6 +1,7 @@
 """Simulated GPU hosts: systemd, sshd and (after converge) their own dockerd."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -50,15 +51,22 @@ def ssh_args(host: SimHost, key: Path) -> list[str]:
             "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=3", "root@127.0.0.1"]
 
 
-def _running(container: str) -> bool:
-    out = docker("container", "inspect", "--format", "{{.State.Running}}", container, check=False)
-    return out.returncode == 0 and out.stdout.strip() == "true"
+def host_spec(image: str, key: Path) -> str:
+    """What a running host must match to be reused: its image and the login key."""
+    image_id = docker("image", "inspect", "--format", "{{.Id}}", image).stdout.strip()
+    return hashlib.sha256((image_id + Path(f"{key}.pub").read_text()).encode()).hexdigest()[:16]
 
 
-def start_host(host: SimHost, image: str, key: Path) -> None:
+def _reusable(container: str, spec: str) -> bool:
+    out = docker("container", "inspect", "--format",
+                 '{{.State.Running}} {{index .Config.Labels "effdet-lab.spec"}}', container, check=False)
+    return out.returncode == 0 and out.stdout.split() == ["true", spec]
+
+
+def start_host(host: SimHost, image: str, key: Path, spec: str) -> None:
     log(f"starting simulated GPU host {host.name} (ssh on 127.0.0.1:{host.ssh_port})")
     args = ["run", "-d", "--name", host.container, "--hostname", host.name, "--network", NETWORK,
-            "--label", f"{LABEL}=host"]
+            "--label", f"{LABEL}=host", "--label", f"effdet-lab.spec={spec}"]
     for cap in CAPS:
         args += ["--cap-add", cap]
     args += ["--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
@@ -92,10 +100,11 @@ def ensure_hosts(count: int, image: str, key: Path, fresh: bool = False) -> list
     for name in existing_hosts():
         if fresh or name not in wanted_names:
             remove_host(name)
+    spec = host_spec(image, key)
     for host in wanted:
-        if not _running(host.container):
+        if not _reusable(host.container, spec):
             remove_host(host.container)
-            start_host(host, image, key)
+            start_host(host, image, key, spec)
     for host in wanted:
         wait_ssh(host, key)
     clean_cgroups()
