@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import aptrepo, demo, engine, hosts, images, inventory, services, tfbase
+from . import aptrepo, demo, demo_data, engine, hosts, images, inventory, services, tfbase
 from .shell import docker, log
 
 
@@ -21,6 +21,7 @@ def bring_up_services() -> aptrepo.AptRepo:
     repo = aptrepo.ensure_repo()
     services.ensure_apt_server(services_image, repo.root)
     inventory.write_generated_vars(repo)
+    demo_data.ensure_demo_dataset()
     return repo
 
 

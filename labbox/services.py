@@ -5,7 +5,7 @@ import hashlib
 import json
 import urllib.request
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from .shell import docker, log, wait_for
 
@@ -23,21 +23,34 @@ def ensure_network() -> None:
         docker("network", "create", "--label", f"{LABEL}=network", NETWORK)
 
 
-def ensure_container(name: str, image: str, run_args: Sequence[str], command: Sequence[str]) -> None:
-    """Keep a running container whose spec is unchanged; replace it otherwise."""
+def ensure_container(name: str, image: str, run_args: Sequence[str], command: Sequence[str],
+                     healthy: Callable[[], bool] | None = None) -> None:
+    """Keep a running container whose spec is unchanged and that answers; replace it otherwise.
+
+    A bind mount can outlive its source folder (a re-cloned checkout), so a
+    reused container must also pass `healthy`, else it is recreated once.
+    """
     image_id = docker("image", "inspect", "--format", "{{.Id}}", image).stdout.strip()
     spec = hashlib.sha256(json.dumps([image_id, list(run_args), list(command)]).encode()).hexdigest()[:16]
     found = docker("container", "inspect", "--format",
                    '{{.State.Running}} {{index .Config.Labels "effdet-lab.spec"}}', name, check=False)
     if found.returncode == 0:
         running, _, old_spec = found.stdout.strip().partition(" ")
-        if running == "true" and old_spec == spec:
+        if running == "true" and old_spec == spec and (healthy is None or _soon(healthy)):
             return
         docker("rm", "-f", name)
     log(f"starting {name}")
     docker("run", "-d", "--name", name, "--network", NETWORK, "--restart", "unless-stopped",
            "--label", f"{LABEL}=service", "--label", f"effdet-lab.spec={spec}",
            *run_args, image, *command)
+
+
+def _soon(check: Callable[[], bool], seconds: float = 5.0) -> bool:
+    try:
+        wait_for(check, "a reused service", timeout=seconds, interval=0.5)
+        return True
+    except TimeoutError:
+        return False
 
 
 def _registry_up() -> bool:
@@ -53,6 +66,7 @@ def ensure_registry(image: str) -> None:
         REGISTRY, image,
         ["-p", f"{REGISTRY_PUSH}:5000", "-v", "effdet-lab-registry-data:/var/lib/docker-registry"],
         ["/usr/bin/docker-registry", "serve", "/etc/docker/registry/config.yml"],
+        healthy=_registry_up,
     )
     wait_for(_registry_up, "the local registry", timeout=30, interval=0.5)
 
@@ -72,13 +86,18 @@ def serve_image(local_ref: str, hub_name: str) -> None:
 
 
 def ensure_apt_server(image: str, root: Path) -> None:
+    key = (root / "nvidia" / "gpgkey").read_text()
+
+    def serves_this_repo() -> bool:
+        probe = ["python3", "-c", "import sys, urllib.request; "
+                 f"sys.stdout.write(urllib.request.urlopen('{APT_URL}/nvidia/gpgkey').read().decode())"]
+        out = docker("exec", REGISTRY, *probe, check=False)
+        return out.returncode == 0 and out.stdout == key
+
     ensure_container(
         APT_SERVER, image,
         ["-v", f"{root}:/srv/apt:ro"],
         ["python3", "-m", "http.server", "8080", "--directory", "/srv/apt"],
+        healthy=serves_this_repo,
     )
-
-    def answers() -> bool:
-        probe = ["python3", "-c", f"import urllib.request; urllib.request.urlopen('{APT_URL}/nvidia/gpgkey')"]
-        return docker("exec", REGISTRY, *probe, check=False).returncode == 0
-    wait_for(answers, "the apt repository server", timeout=30, interval=0.5)
+    wait_for(serves_this_repo, "the apt repository server", timeout=30, interval=0.5)

@@ -1,0 +1,179 @@
+"""Merge benchmark.json files from many hosts/runs into one Markdown table and one PNG plot.
+
+    python -m effdetlab.benchreport RESULTS_DIR --out REPORT_PREFIX
+
+Reads every `benchmark.json` under RESULTS_DIR (recursively; each a list of records from
+`python -m effdetlab.stages benchmark`), and writes:
+  REPORT_PREFIX.md    one row per (host, model, mode, device, batch, threads, tf_version):
+                      median latency over the runs found, min/max, fps, number of runs
+  REPORT_PREFIX.png   latency (ms) per configuration, one bar per host (log axis when
+                      the latencies span more than 20x)
+  REPORT_PREFIX.json  the merged rows (machine-readable)
+Records with ok=false are counted under "failed" and listed, never averaged.
+Exit: 0 written, 2 no benchmark.json / no usable record.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from typing import Any, Dict, List, Tuple
+
+KEY = ("host", "model", "mode", "device", "batch", "threads", "tf_version")
+
+
+def find_files(root: str) -> List[str]:
+    out = []
+    for dirpath, _dirs, files in os.walk(root):
+        if "benchmark.json" in files:
+            out.append(os.path.join(dirpath, "benchmark.json"))
+    return sorted(out)
+
+
+def load_records(paths: List[str]) -> Tuple[List[Dict[str, Any]], List[str]]:
+    recs, problems = [], []
+    for p in paths:
+        try:
+            with open(p, encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            problems.append(f"{p}: unreadable ({e})")
+            continue
+        if not isinstance(data, list):
+            problems.append(f"{p}: not a list of records")
+            continue
+        for r in data:
+            if isinstance(r, dict) and all(k in r for k in ("model", "mode", "latency_ms")):
+                recs.append(dict(r, source=p))
+            else:
+                problems.append(f"{p}: skipped a malformed record")
+    return recs, problems
+
+
+def _sort_key(k: Tuple) -> Tuple:
+    return tuple("" if v is None else (f"{v:08d}" if isinstance(v, int) else str(v)) for v in k)
+
+
+def merge(recs: List[Dict[str, Any]]) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
+    groups: Dict[Tuple, List[Dict[str, Any]]] = {}
+    failed = []
+    for r in recs:
+        lat = r.get("latency_ms")
+        if r.get("ok") is False or not isinstance(lat, (int, float)) or lat <= 0:
+            failed.append(r)
+            continue
+        groups.setdefault(tuple(r.get(k) for k in KEY), []).append(r)
+    rows = []
+    for k in sorted(groups, key=_sort_key):
+        g = groups[k]
+        lats = [float(r["latency_ms"]) for r in g]
+        med = statistics.median(lats)
+        batch = k[KEY.index("batch")] or 1
+        rows.append(dict(zip(KEY, k), latency_ms=round(med, 3), latency_min_ms=round(min(lats), 3),
+                         latency_max_ms=round(max(lats), 3), fps=round(1000.0 * batch / med, 3),
+                         runs=len(g), image_size=g[0].get("image_size"),
+                         last_timestamp=max(str(r.get("timestamp", "")) for r in g)))
+    return rows, failed
+
+
+def markdown(rows: List[Dict[str, Any]], failed: List[Dict[str, Any]], n_files: int) -> str:
+    lines = [f"# EfficientDet benchmark report", "",
+             f"{len(rows)} configurations from {n_files} benchmark.json file(s); latency is the "
+             f"median of the runs (automl's own timer), fps = batch / latency.", "",
+             "| host | model | mode | device | batch | threads | image | TF | latency ms (median) "
+             "| min | max | fps | measurements |",
+             "|---|---|---|---|---:|---:|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        img = "x".join(str(x) for x in r["image_size"]) if r.get("image_size") else ""
+        thr = r["threads"] if r["threads"] else "default"
+        lines.append(f"| {r['host']} | {r['model']} | {r['mode']} | {r['device']} | {r['batch']} | "
+                     f"{thr} | {img} | {r['tf_version']} | {r['latency_ms']:.2f} | "
+                     f"{r['latency_min_ms']:.2f} | {r['latency_max_ms']:.2f} | {r['fps']:.2f} | "
+                     f"{r['runs']} |")
+    if failed:
+        lines += ["", f"## Failed measurements ({len(failed)})", ""]
+        for r in failed:
+            lines.append(f"- {r.get('host')} {r.get('model')} {r.get('mode')} batch {r.get('batch')} "
+                         f"threads {r.get('threads')}: {r.get('error', 'no latency')} ({r['source']})")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: List[Dict[str, Any]], path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    hosts = sorted({r["host"] for r in rows})
+    configs = []
+    for r in rows:
+        c = (r["model"].replace("efficientdet-", ""), r["mode"], r["device"], r["batch"], r["threads"])
+        if c not in configs:
+            configs.append(c)
+    width = 0.8 / max(1, len(hosts))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(configs) * max(1, len(hosts)) + 2), 4.5))
+    for i, h in enumerate(hosts):
+        xs, ys = [], []
+        for j, c in enumerate(configs):
+            vals = [r["latency_ms"] for r in rows if r["host"] == h and
+                    (r["model"].replace("efficientdet-", ""), r["mode"], r["device"], r["batch"],
+                     r["threads"]) == c]
+            if vals:
+                xs.append(j + (i - (len(hosts) - 1) / 2) * width)
+                ys.append(min(vals))
+        bars = ax.bar(xs, ys, width=width, label=h)
+        for b, y in zip(bars, ys):
+            ax.annotate(f"{y:.0f}" if y >= 10 else f"{y:.1f}", (b.get_x() + b.get_width() / 2, y),
+                        ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(configs)))
+    ax.set_xticklabels([f"{m} {mode}\n{dev} b{b} t{t or 'def'}" for m, mode, dev, b, t in configs],
+                       fontsize=8)
+    ax.set_ylabel("latency per batch (ms)")
+    lats = [r["latency_ms"] for r in rows]
+    if max(lats) / min(lats) > 20:  # GPU next to CPU: only a log axis shows both
+        ax.set_yscale("log")
+        ax.set_ylabel("latency per batch (ms, log scale)")
+    else:
+        ax.set_ylim(0, max(lats) * 1.12)
+    ax.set_title("EfficientDet latency (automl model_inspect timer)")
+    ax.legend(fontsize=8, title="host")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: Any = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m effdetlab.benchreport", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("results_dir")
+    p.add_argument("--out", required=True, help="report prefix: writes PREFIX.md, .png, .json")
+    a = p.parse_args(argv)
+    if not os.path.isdir(a.results_dir):
+        print(f"effdetlab.benchreport: error: {a.results_dir} is not a folder", file=sys.stderr)
+        return 2
+    files = find_files(a.results_dir)
+    if not files:
+        print(f"effdetlab.benchreport: error: no benchmark.json under {a.results_dir}", file=sys.stderr)
+        return 2
+    recs, problems = load_records(files)
+    for pr in problems:
+        print(f"effdetlab.benchreport: warning: {pr}", file=sys.stderr)
+    rows, failed = merge(recs)
+    if not rows:
+        print(f"effdetlab.benchreport: error: no successful measurement in {len(files)} file(s)",
+              file=sys.stderr)
+        return 2
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    with open(a.out + ".md", "w", encoding="utf-8") as f:
+        f.write(markdown(rows, failed, len(files)))
+    with open(a.out + ".json", "w", encoding="utf-8") as f:
+        json.dump({"files": files, "rows": rows, "failed": failed}, f, indent=1)
+    plot(rows, a.out + ".png")
+    print(json.dumps({"rows": len(rows), "failed": len(failed), "files": len(files),
+                      "markdown": a.out + ".md", "png": a.out + ".png"}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""export: model_inspect --runmode=saved_model (+ --tflite_path), then load and run both.
+
+run_dir/export.json:
+  {"ok", "model_name", "checkpoint", "min_score_thresh", "image_size",
+   "saved_model": {"ok", "dir", "detections_shape", ...},
+   "frozen_pb": path | null,
+   "tflite": {"ok": true, "path", "bytes", "detections_shape"} | {"ok": false, "reason"},
+   "command", "duration_s", "log"}
+Exit 0 when the saved_model loads and returns detections (a TFLite failure is reported in
+export.json and on stderr, not fatal); 1 when automl fails to export; 2 bad input.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from typing import Any, Dict, List, Optional
+
+from effdetlab.stages import config as cfgmod
+from effdetlab.stages import dialect as dl
+from effdetlab.stages.config import Config
+from effdetlab.stages.errors import StageInputError
+from effdetlab.stages.parsers import last_error
+from effdetlab.stages.runner import eprint, run_logged, shell_line, write_json
+
+PKG_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def verify(c: Config, kind: str, path: str, hw: List[int]) -> Dict[str, Any]:
+    """Run effdetlab.stages.verify in automl's interpreter (where TensorFlow is)."""
+    env = dict(os.environ, PYTHONPATH=PKG_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               TF_CPP_MIN_LOG_LEVEL="2")
+    if c.device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = "-1"
+    try:
+        out = subprocess.run([c.python, "-m", "effdetlab.stages.verify", kind, path,
+                              str(hw[0]), str(hw[1])], capture_output=True, text=True, env=env,
+                             timeout=600)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "reason": f"loading the {kind} took over 600 s"}
+    for line in out.stdout.splitlines():
+        if line.startswith("EFFDETLAB_VERIFY "):
+            return json.loads(line.split(" ", 1)[1])
+    return {"ok": False, "reason": f"verifier exited {out.returncode}: {last_error(out.stderr)}"}
+
+
+def _clear_old(c: Config) -> None:
+    d = c.saved_model_dir
+    if os.path.isdir(d) and os.listdir(d):
+        if not os.path.isfile(os.path.join(d, "saved_model.pb")):
+            raise StageInputError(f"saved_model_dir {d} exists, is not empty and holds no saved_model; "
+                                  f"refusing to replace it")
+        shutil.rmtree(d)  # automl's SavedModelBuilder refuses an existing folder
+    elif os.path.isdir(d):
+        os.rmdir(d)
+    if os.path.isfile(c.tflite_path):
+        os.remove(c.tflite_path)
+
+
+def run(c: Config) -> int:
+    ckpt = cfgmod.require_checkpoint(c)
+    src = dl.locate(c)
+    d = dl.resolve(c, src)
+    logdir = os.path.join(c.run_dir, ".inspect-logdir", "export")  # model_inspect rm -rf's it
+    argv, dropped = dl.export_cmd(c, src, d, c.model_dir, logdir)
+    env = dl.child_env(c, src)
+    os.makedirs(c.run_dir, exist_ok=True)
+    _clear_old(c)
+    log = os.path.join(c.run_dir, "export.log")
+    res = run_logged(argv, env, log, cwd=src.cwd, timeout_s=c.timeout_s, header="export")
+    hw = dl.image_size_of(c, c.hparams, c.model_name)
+    summary: Dict[str, Any] = {
+        "stage": "export", "model_name": c.model_name, "checkpoint": ckpt,
+        "min_score_thresh": c.min_score_thresh, "image_size": hw, "batch_size": c.export_batch_size,
+        "exit_code": res.returncode, "duration_s": round(res.duration_s, 1), "log": log,
+        "code_source": src.kind, "dialect": d.name, "command": shell_line(argv, env, src.cwd)}
+    have_sm = os.path.isfile(os.path.join(c.saved_model_dir, "saved_model.pb"))
+    if have_sm:
+        sm = verify(c, "saved_model", c.saved_model_dir, hw)
+    else:
+        sm = {"ok": False, "reason": ("timed out" if res.timed_out else last_error(res.output))}
+    sm["dir"] = c.saved_model_dir
+    summary["saved_model"] = sm
+    frozen = os.path.join(c.saved_model_dir, c.model_name + "_frozen.pb")
+    summary["frozen_pb"] = frozen if os.path.isfile(frozen) else None
+
+    tfl: Dict[str, Any]
+    if not c.tflite:
+        tfl = {"ok": False, "reason": "not requested (config tflite: false)"}
+    elif "tflite_path" in dropped:
+        tfl = {"ok": False, "reason": "this automl model_inspect.py has no --tflite_path flag "
+                                      f"(dialect {d.name}); TFLite export is not available"}
+    elif os.path.isfile(c.tflite_path):
+        tfl = verify(c, "tflite", c.tflite_path, hw)
+        if not tfl.get("ok"):
+            tfl["reason"] = "converted, but the TFLite interpreter cannot run it: " + str(tfl.get("reason"))
+    elif not have_sm:
+        tfl = {"ok": False, "reason": "saved_model export failed first"}
+    else:
+        tfl = {"ok": False, "reason": "TFLite conversion failed with this TensorFlow: "
+                                      + last_error(res.output)}
+    tfl["path"] = c.tflite_path if c.tflite else None
+    summary["tflite"] = tfl
+    summary["ok"] = bool(sm.get("ok"))
+    write_json(os.path.join(c.run_dir, "export.json"), summary)
+    print(json.dumps({"stage": "export", "ok": summary["ok"], "saved_model": sm.get("ok"),
+                      "tflite": {k: tfl.get(k) for k in ("ok", "reason") if k in tfl},
+                      "duration_s": summary["duration_s"]}), flush=True)
+    if not tfl.get("ok") and c.tflite:
+        eprint(f"effdetlab.stages export: tflite: {json.dumps(tfl)}")
+    if not summary["ok"]:
+        eprint(f"effdetlab.stages export: saved_model export failed: {sm.get('reason')} (see {log})")
+        return 1
+    return 0

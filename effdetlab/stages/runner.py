@@ -1,0 +1,169 @@
+"""Run one automl script as a child process: log everything, hand each line to a callback."""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional
+
+LineFn = Callable[[str, float], None]
+
+
+@dataclass
+class RunResult:
+    returncode: int
+    duration_s: float
+    timed_out: bool
+    output: str  # this run's output (also in the log file)
+
+
+def shell_line(argv: List[str], env: Mapping[str, str], cwd: Optional[str] = None) -> str:
+    """The command as a person would paste it into a shell (the 'by hand' form)."""
+    parts = [f"{k}={shlex.quote(v)}" for k, v in env.items()] + [shlex.quote(a) for a in argv]
+    line = " ".join(parts)
+    return f"cd {shlex.quote(cwd)} && {line}" if cwd else line
+
+
+def run_logged(argv: List[str], env_add: Mapping[str, str], log_path: str, *,
+               cwd: Optional[str] = None, on_line: Optional[LineFn] = None,
+               timeout_s: Optional[float] = None, header: str = "",
+               on_start: Optional[Callable[[subprocess.Popen], None]] = None) -> RunResult:
+    """Start argv (env = ours + env_add), append its stdout+stderr to log_path line by line.
+
+    automl runs in our process group, and we lead that group: `kill -- -<our pid>` (or a
+    SIGKILL of the group) ends us, automl and any epoch child processes together, and a
+    SIGTERM/SIGINT/SIGHUP sent to us alone is passed on to the whole group while we stay
+    up to record how it ended."""
+    os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+    env = dict(os.environ)
+    env.update(env_add)
+    chunks: List[str] = []
+    if os.getpgrp() != os.getpid():
+        try:
+            os.setpgid(0, 0)
+        except OSError:
+            pass
+    with open(log_path, "a", encoding="utf-8", errors="replace") as log:
+        log.write(f"=== effdetlab {header} {time.strftime('%Y-%m-%dT%H:%M:%S%z')} ===\n"
+                  f"$ {shell_line(argv, env_add, cwd)}\n")
+        log.flush()
+        t0 = time.monotonic()
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                universal_newlines=True, errors="replace", bufsize=1)
+        if on_start:
+            on_start(proc)
+        old = {}
+        forwarding = []
+
+        def forward(signum: int, _frame: Any) -> None:
+            if forwarding:  # our own copy of the group signal
+                return
+            forwarding.append(signum)
+            try:
+                if os.getpgrp() == os.getpid():
+                    os.killpg(os.getpid(), signum)
+                else:
+                    proc.send_signal(signum)
+            except ProcessLookupError:
+                pass
+
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                old[s] = signal.signal(s, forward)
+        timed_out = False
+        timer = None
+        if timeout_s:
+            def kill() -> None:
+                nonlocal timed_out
+                timed_out = True
+                forward(signal.SIGTERM, None)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            timer = threading.Timer(timeout_s, kill)
+            timer.start()
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                now = time.time()
+                log.write(line)
+                log.flush()
+                chunks.append(line)
+                if on_line:
+                    on_line(line, now)
+            rc = proc.wait()
+        finally:
+            if timer:
+                timer.cancel()
+            for s, h in old.items():
+                signal.signal(s, h)
+        dur = time.monotonic() - t0
+        log.write(f"=== effdetlab {header} exit {rc} after {dur:.1f} s"
+                  f"{' (timed out)' if timed_out else ''} ===\n")
+    return RunResult(rc, dur, timed_out, "".join(chunks))
+
+
+def tf_version(python: str) -> Optional[str]:
+    """TensorFlow's version as the automl interpreter sees it, from package metadata (no import)."""
+    code = ("try:\n"
+            "  import importlib.metadata as m; v = m.version; E = m.PackageNotFoundError\n"
+            "except ImportError:\n"  # Python 3.7 (the 2020 TF 2.1 era)
+            "  import pkg_resources as r; v = lambda d: r.get_distribution(d).version\n"
+            "  E = r.DistributionNotFound\n"
+            "for d in ('tensorflow','tensorflow-cpu','tensorflow-gpu','tf-nightly','intel-tensorflow'):\n"
+            "  try: print(v(d)); break\n"
+            "  except E: pass\n")
+    try:
+        out = subprocess.run([python, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             universal_newlines=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    v = out.stdout.strip()
+    return v or None
+
+
+def write_json(path: str, obj: Any) -> None:
+    """Atomic write: readers (Ansible's fetch, `status`) never see half a file."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1, sort_keys=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def pid_alive(pid: Optional[int]) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie (exited, not yet reaped) is not running
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def eprint(*a: Any) -> None:
+    print(*a, file=sys.stderr, flush=True)

@@ -1,0 +1,58 @@
+"""Load what export wrote and run it once, in automl's interpreter (it has TensorFlow).
+
+    python -m effdetlab.stages.verify saved_model DIR HEIGHT WIDTH
+    python -m effdetlab.stages.verify tflite FILE HEIGHT WIDTH
+
+Prints one JSON object: {"ok": bool, "detections_shape": [...], "reason": ...}.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Dict
+
+
+def saved_model(path: str, h: int, w: int) -> Dict[str, Any]:
+    import numpy as np
+    import tensorflow as tf
+    m = tf.saved_model.load(path)
+    fn = m.signatures["serving_default"]
+    (key,) = fn.structured_input_signature[1].keys()
+    out = fn(**{key: tf.constant(np.zeros((1, h, w, 3), np.uint8))})
+    (det,) = out.values()
+    det = det.numpy()
+    return {"ok": det.ndim == 3 and det.shape[0] == 1 and det.shape[2] == 7,
+            "signature_input": key, "signature_output": list(out)[0],
+            "detections_shape": list(det.shape), "finite": bool(np.isfinite(det).all())}
+
+
+def tflite(path: str, h: int, w: int) -> Dict[str, Any]:
+    import numpy as np
+    import tensorflow as tf
+    it = tf.lite.Interpreter(model_path=path)
+    inp = it.get_input_details()[0]
+    it.resize_tensor_input(inp["index"], [1, h, w, 3])
+    it.allocate_tensors()
+    it.set_tensor(inp["index"], np.zeros((1, h, w, 3), inp["dtype"]))
+    it.invoke()
+    outs = it.get_output_details()
+    det = it.get_tensor(outs[0]["index"])
+    return {"ok": det.ndim == 3 and det.shape[-1] == 7, "bytes": os.path.getsize(path),
+            "input_dtype": np.dtype(inp["dtype"]).name, "detections_shape": list(det.shape),
+            "finite": bool(np.isfinite(det).all())}
+
+
+def main(argv: Any = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    kind, path, h, w = argv[0], argv[1], int(argv[2]), int(argv[3])
+    try:
+        res = (saved_model if kind == "saved_model" else tflite)(path, h, w)
+    except Exception as e:  # noqa: BLE001 - reported, not hidden
+        res = {"ok": False, "reason": f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:300] if str(e).strip() else ''}"}
+    print("EFFDETLAB_VERIFY " + json.dumps(res), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

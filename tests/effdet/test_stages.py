@@ -1,0 +1,451 @@
+"""effdetlab.stages: dialects, parsers and config validation (fast, on real captured automl
+output in tests/fixtures/automl-output/), plus one real CPU chain: train (killed, resumed)
+-> export (saved_model + TFLite) -> benchmark (bm + e2e) -> infer -> benchreport."""
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, run_cli
+from effdetlab.stages import config as cfgmod
+from effdetlab.stages import dialect as dl
+from effdetlab.stages.errors import StageInputError
+from effdetlab.stages.parsers import (TrainLogParser, last_error, parse_benchmark, parse_infer,
+                                      parse_train_log)
+
+FIX = os.path.join(REPO, "tests", "fixtures", "automl-output")
+PY = sys.executable
+P = dl.VENDORED
+
+
+def fixture(name: str) -> str:
+    with open(os.path.join(FIX, name), encoding="utf-8") as f:
+        return f.read()
+
+
+def write_label_map(d, n=2) -> str:
+    p = os.path.join(str(d), "label_map.yaml")
+    with open(p, "w") as f:
+        f.write("".join(f'{i}: "c{i}"\n' for i in range(1, n + 1)))
+    return p
+
+
+def base_cfg(tmp, **kw):
+    lm = write_label_map(tmp)
+    tfr = os.path.join(str(tmp), "train-00000-of-00001.tfrecord")
+    open(tfr, "wb").close()
+    d = {"run_dir": os.path.join(str(tmp), "run"), "model_name": "efficientdet-d0",
+         "hparams": {"num_classes": 2, "moving_average_decay": 0, "label_map": lm},
+         "train_file_pattern": os.path.join(str(tmp), "train-*.tfrecord"),
+         "val_file_pattern": os.path.join(str(tmp), "train-*.tfrecord"),
+         "train_batch_size": 4, "eval_batch_size": 2, "eval_samples": 8, "num_epochs": 3,
+         "num_examples_per_epoch": 40, "save_checkpoints_steps": 5}
+    d.update(kw)
+    return d
+
+
+# ----------------------------------------------------------------------------- dialects
+
+def test_vendored_flags_are_the_current_dialect():
+    src = dl.locate(cfgmod.from_dict({"run_dir": "/tmp/x"}))
+    with open(src.files["main"]) as f:
+        main = f.read()
+    with open(src.files["model_inspect"]) as f:
+        insp = f.read()
+    d = dl.detect(main, insp)
+    assert d.name == "current" and not d.use_tpu_flag
+    assert {"train_file_pattern", "val_file_pattern", "num_examples_per_epoch", "hparams",
+            "iterations_per_loop", "save_checkpoints_steps", "ckpt"} <= d.main_flags
+    assert not {"training_file_pattern", "validation_file_pattern", "use_tpu"} & d.main_flags
+    assert {"runmode", "saved_model_dir", "tflite_path", "min_score_thresh", "threads", "bm_runs",
+            "batch_size", "input_image", "output_image_dir", "ckpt_path", "logdir"} <= d.inspect_flags
+
+
+def test_train_command_pypi_golden(tmp_path):
+    c = cfgmod.from_dict(base_cfg(tmp_path, ckpt=None))
+    src = dl.CodeSource("pypi", "/usr/bin/python3")
+    argv = dl.train_cmd(c, src, dl.CURRENT)
+    t = str(tmp_path)
+    assert argv == [
+        "/usr/bin/python3", "-m", f"{P}.main", "--mode=train_and_eval", "--model_name=efficientdet-d0",
+        f"--model_dir={t}/run/model", f"--train_file_pattern={t}/train-*.tfrecord",
+        f"--val_file_pattern={t}/train-*.tfrecord", "--train_batch_size=4", "--eval_batch_size=2",
+        "--eval_samples=8", "--num_epochs=3", "--num_examples_per_epoch=40",
+        "--save_checkpoints_steps=5", "--iterations_per_loop=1",
+        f"--hparams=num_classes=2,moving_average_decay=0,label_map={t}/label_map.yaml"]
+    assert c.train_steps == 30  # 3 * 40 // 4: automl's arithmetic, no step flag
+    env = dl.child_env(c, src)
+    assert env["CUDA_VISIBLE_DEVICES"] == "-1"
+
+
+def _fake_2020_checkout(root) -> str:
+    """Flag definitions only (names as in automl 9f1cf16), enough for detection."""
+    d = os.path.join(str(root), "automl", "efficientdet")
+    os.makedirs(d)
+    main = "\n".join(f"flags.DEFINE_string('{n}', None, '')" for n in (
+        "tpu", "model_dir", "ckpt", "hparams", "training_file_pattern", "validation_file_pattern",
+        "val_json_file", "mode", "model_name")) + "\nflags.DEFINE_bool('use_tpu', True, 'Use TPUs')\n"
+    main += "\n".join(f"flags.DEFINE_integer('{n}', 1, '')" for n in (
+        "train_batch_size", "eval_batch_size", "eval_samples", "iterations_per_loop",
+        "num_examples_per_epoch", "num_epochs", "save_checkpoints_steps", "num_cores"))
+    insp = "\n".join(f"flags.DEFINE_string('{n}', None, '')" for n in (
+        "model_name", "logdir", "runmode", "ckpt_path", "hparams", "input_image",
+        "output_image_dir", "saved_model_dir")) + "\n" + "\n".join(
+        f"flags.DEFINE_integer('{n}', 0, '')" for n in ("threads", "batch_size")) + \
+        "\nflags.DEFINE_float('min_score_thresh', 0.4, '')\n"
+    with open(os.path.join(d, "main.py"), "w") as f:
+        f.write(main)
+    with open(os.path.join(d, "model_inspect.py"), "w") as f:
+        f.write(insp)
+    return os.path.dirname(d)
+
+
+def test_train_command_git_2020_golden(tmp_path):
+    checkout = _fake_2020_checkout(tmp_path)
+    c = cfgmod.from_dict(base_cfg(tmp_path, code_source="git", code_dir=checkout, device="gpu", python="/usr/bin/python3",
+                                  ckpt=os.path.join(str(tmp_path), "label_map.yaml")))
+    src = dl.locate(c)
+    d = dl.resolve(c, src)
+    assert d.name == "2020-05" and d.use_tpu_flag
+    ed = os.path.join(checkout, "efficientdet")
+    t = str(tmp_path)
+    assert src.cwd == ed and dl.child_env(c, src)["PYTHONPATH"] == ed
+    assert "CUDA_VISIBLE_DEVICES" not in dl.child_env(c, src)
+    assert dl.train_cmd(c, src, d) == [
+        "/usr/bin/python3", f"{ed}/main.py", "--mode=train_and_eval", "--model_name=efficientdet-d0",
+        f"--model_dir={t}/run/model", f"--training_file_pattern={t}/train-*.tfrecord",
+        f"--validation_file_pattern={t}/train-*.tfrecord", "--train_batch_size=4",
+        "--eval_batch_size=2", "--eval_samples=8", "--num_epochs=3", "--num_examples_per_epoch=40",
+        "--save_checkpoints_steps=5", "--iterations_per_loop=1", f"--ckpt={t}/label_map.yaml",
+        "--use_tpu=False", f"--hparams=num_classes=2,moving_average_decay=0,label_map={t}/label_map.yaml"]
+    # model_inspect of that era: no --tflite_path, no --bm_runs -> left out and reported
+    argv, dropped = dl.export_cmd(c, src, d, c.model_dir, "/tmp/l")
+    assert argv[:4] == ["/usr/bin/python3", f"{ed}/model_inspect.py", "--runmode=saved_model",
+                        "--model_name=efficientdet-d0"]
+    assert dropped == ["tflite_path"] and "--min_score_thresh=0.4" in argv
+    argv, dropped = dl.bm_cmd(c, src, d, "efficientdet-d1", 2, 1, "/tmp/l")
+    assert dropped == ["bm_runs"]
+    assert argv[2:] == ["--runmode=bm", "--model_name=efficientdet-d1", "--threads=1",
+                        "--batch_size=2", "--logdir=/tmp/l"]
+    # a named dialect that contradicts the checkout is refused
+    with pytest.raises(StageInputError, match="does not match"):
+        dl.resolve(cfgmod.from_dict(dict(base_cfg(tmp_path), code_source="git", code_dir=checkout,
+                                         dialect="current")), src)
+
+
+def test_inspect_commands_current_golden(tmp_path):
+    c = cfgmod.from_dict(base_cfg(tmp_path, min_score_thresh=0.3, image_size=256,
+                                  benchmark={"threads": [0, 2], "bm_runs": 3,
+                                             "hparams": {"image_size": 256}}))
+    src = dl.CodeSource("pypi", "py")
+    r = c.run_dir
+    argv, dropped = dl.export_cmd(c, src, dl.CURRENT, c.model_dir, "/tmp/l")
+    assert not dropped
+    assert argv == ["py", "-m", f"{P}.model_inspect", "--runmode=saved_model",
+                    "--model_name=efficientdet-d0", f"--ckpt_path={r}/model",
+                    f"--saved_model_dir={r}/saved_model", f"--tflite_path={r}/efficientdet-d0.tflite",
+                    "--min_score_thresh=0.3", "--batch_size=1", "--logdir=/tmp/l",
+                    f"--hparams=num_classes=2,moving_average_decay=0,label_map={tmp_path}/label_map.yaml"]
+    argv, _ = dl.bm_cmd(c, src, dl.CURRENT, "efficientdet-d0", 1, 2, "/tmp/l")
+    assert argv[3:] == ["--runmode=bm", "--model_name=efficientdet-d0", "--threads=2", "--bm_runs=3",
+                        "--batch_size=1", "--logdir=/tmp/l", "--hparams=image_size=256"]
+    argv, _ = dl.e2e_cmd(c, src, dl.CURRENT, "efficientdet-d0", 4, "/sm", "/img/*")
+    assert argv[3:7] == ["--runmode=saved_model_benchmark", "--model_name=efficientdet-d0",
+                         "--saved_model_dir=/sm", "--input_image=/img/*"]
+    assert argv[-1].endswith(",image_size=256")  # inference image_size overrides hparams
+    assert dl.e2e_thread_env(2) == {"TF_NUM_INTRAOP_THREADS": "2", "TF_NUM_INTEROP_THREADS": "1"}
+    assert dl.e2e_thread_env(0) == {}
+    argv, _ = dl.infer_cmd(c, src, dl.CURRENT, "/img/*", "/out", c.model_dir)
+    assert argv[3:9] == ["--runmode=saved_model_infer", "--model_name=efficientdet-d0",
+                         f"--saved_model_dir={r}/saved_model", "--input_image=/img/*",
+                         "--output_image_dir=/out", "--min_score_thresh=0.3"]
+    assert dl.hparams_string({"a": True, "b": 0.5, "c": "x"}) == "a=true,b=0.5,c=x"
+
+
+# ----------------------------------------------------------------------------- parsers (real output)
+
+def test_parse_train_log_fixture():
+    recs = parse_train_log(fixture("main-train-d0-128.log").splitlines(), now=1.0)
+    steps = [r for r in recs if r["kind"] == "step"]
+    assert [r["step"] for r in steps] == [0, 1, 2, 3]  # each TF line is logged twice; once here
+    assert steps[0]["loss"] == pytest.approx(5.7779655) and steps[3]["loss"] == pytest.approx(3.0309424)
+    assert steps[1]["sec"] == pytest.approx(12.53) and steps[1]["box_loss"] == pytest.approx(0.05891017)
+    assert steps[2]["steps_per_sec"] == pytest.approx(5.9442)
+    assert all(math.isfinite(r["loss"]) for r in steps)
+    assert [r["step"] for r in recs if r["kind"] == "checkpoint"] == [0, 2, 4]
+    assert [r["loss"] for r in recs if r["kind"] == "final"] == [pytest.approx(3.0309424)]
+
+
+def test_parse_train_and_eval_fixture():
+    recs = parse_train_log(fixture("main-train_and_eval-d0-128.log").splitlines())
+    evals = [r for r in recs if r["kind"] == "eval"]
+    assert [e["step"] for e in evals] == [2, 4]
+    assert {"AP", "AP50", "AP75", "AP_/cat", "AP_/dog", "ARmax100"} <= set(evals[0]["metrics"])
+    assert [r["step"] for r in recs if r["kind"] == "step"] == [0, 1, 2, 3]
+    assert [r["step"] for r in recs if r["kind"] == "restore"] == [2, 2, 4]
+
+
+def test_parse_killed_and_resumed_fixture():
+    text = fixture("stages-train-killed-and-resumed-d0-128.log")
+    attempts = text.split("=== effdetlab train attempt 2 ")
+    assert len(attempts) == 3 and attempts[2].startswith("exit 0 after")  # header, footer
+    first = [r for r in parse_train_log(attempts[0].splitlines()) if r["kind"] == "step"]
+    second = parse_train_log(attempts[1].splitlines())
+    restore = [r for r in second if r["kind"] == "restore"][0]
+    steps2 = [r["step"] for r in second if r["kind"] == "step"]
+    assert restore["step"] == 3 and steps2[0] == 3 and steps2[-1] == 39
+    assert first[0]["step"] == 0 and first[-1]["step"] < 39
+
+
+def test_parser_single_format_and_nonfinite():
+    lines = ["I1130 02:20:27.066856 1 basic_session_run_hooks.py:265] loss = nan, step = 7",
+             "I1130 02:20:27.1 1 basic_session_run_hooks.py:716] global_step/sec: 2.5",
+             "I1130 02:20:27.2 1 basic_session_run_hooks.py:265] loss = 1.5, step = 8 (0.4 sec)"]
+    recs = parse_train_log(lines)
+    assert recs[0] == {"kind": "step", "step": 7, "time": 0.0, "loss": "nan"}
+    assert recs[1]["step"] == 8 and recs[1]["steps_per_sec"] == 2.5 and recs[1]["sec"] == 0.4
+    json.dumps(recs, allow_nan=False)  # progress.jsonl stays strict JSON
+
+
+def test_parse_benchmark_fixtures():
+    bm = parse_benchmark(fixture("inspect-bm-d0-128-t1.log"))
+    assert bm.latency_ms == pytest.approx(7.3555065) and bm.threads_reported == 1 and bm.runs == 2
+    assert bm.fps == pytest.approx(135.95256832300882)
+    e2e = parse_benchmark(fixture("inspect-saved_model_benchmark-d0-128.log"))
+    assert e2e.latency_ms == pytest.approx(36.51254319997861) and e2e.threads_reported is None
+    assert parse_benchmark(fixture("main-train-d0-128.log")) is None
+    for name in sorted(os.listdir(FIX)):
+        if name.startswith("inspect-bm-d0-512"):
+            r = parse_benchmark(fixture(name))
+            assert r and 10 < r.latency_ms < 5000
+
+
+def test_parse_infer_fixture():
+    inputs, outputs = parse_infer(fixture("inspect-saved_model_infer-d0-128.log"))
+    assert inputs == ["/tmp/ed/imgs/000001.jpg", "/tmp/ed/imgs/000000.jpg"]
+    assert outputs == ["/tmp/ed/out/0.jpg", "/tmp/ed/out/1.jpg"]
+
+
+def test_last_error():
+    text = "Traceback (most recent call last):\n  File x\nValueError: Cannot find any images for pattern /x/*\n"
+    assert last_error(text) == "ValueError: Cannot find any images for pattern /x/*"
+
+
+# ----------------------------------------------------------------------------- bad inputs: exit 2, one line
+
+def _cli_error(tmp_path, cfg, stage, *extra):
+    p = os.path.join(str(tmp_path), "cfg.json")
+    with open(p, "w") as f:
+        json.dump(cfg, f)
+    r = run_cli("-m", "effdetlab.stages", stage, "--config", p, *extra, timeout=120)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"effdetlab.stages {stage}: error: ")
+    return lines[0]
+
+
+def test_bad_model_name(tmp_path):
+    msg = _cli_error(tmp_path, base_cfg(tmp_path, model_name="efficientdet-d9"), "train")
+    assert "unknown model name 'efficientdet-d9'" in msg and "efficientdet-d7" in msg
+    msg = _cli_error(tmp_path, base_cfg(tmp_path, benchmark={"model_names": ["effdet-d0"]}), "benchmark")
+    assert "'effdet-d0'" in msg
+
+
+def test_num_classes_mismatch(tmp_path):
+    cfg = base_cfg(tmp_path)
+    cfg["hparams"]["num_classes"] = 3
+    msg = _cli_error(tmp_path, cfg, "train")
+    assert "num_classes=3 does not match the label map" in msg and "num_classes == 2" in msg
+    cfg["hparams"].pop("num_classes")  # missing: taken from the label map
+    assert cfgmod.from_dict(cfg).hparams["num_classes"] == 2
+
+
+def test_pattern_matches_no_file(tmp_path):
+    msg = _cli_error(tmp_path, base_cfg(tmp_path, train_file_pattern=str(tmp_path / "nope-*.tfrecord")),
+                     "train", "--detach")
+    assert "nope-*.tfrecord matches no file" in msg
+    assert not os.path.exists(tmp_path / "run" / "train_status.json")  # nothing started
+    msg = _cli_error(tmp_path, base_cfg(tmp_path, val_file_pattern=str(tmp_path / "val-*")), "train")
+    assert "val_file_pattern" in msg and "matches no file" in msg
+
+
+def test_zero_steps_and_missing_checkpoint(tmp_path):
+    msg = _cli_error(tmp_path, base_cfg(tmp_path, num_examples_per_epoch=1), "train")
+    assert "0 training steps" in msg
+    msg = _cli_error(tmp_path, base_cfg(tmp_path), "export")
+    assert "no checkpoint in model_dir" in msg
+
+
+def test_missing_saved_model(tmp_path):
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    from effdetlab.synth import write_image
+    write_image(str(imgs / "a.jpg"), 64, 48, 1)
+    msg = _cli_error(tmp_path, base_cfg(tmp_path, infer_images=str(imgs)), "benchmark")
+    assert "no saved_model at" in msg and "run the export stage first" in msg
+    msg = _cli_error(tmp_path, base_cfg(tmp_path, infer_images=str(imgs)), "infer")
+    assert "infer: no saved_model at" in msg
+    msg = _cli_error(tmp_path, base_cfg(tmp_path, infer_images=str(tmp_path / "none")), "infer")
+    assert "holds no .jpg" in msg
+
+
+def test_config_value_errors(tmp_path):
+    for bad, needle in [({"mode": "eval"}, "mode='eval'"), ({"device": "tpu"}, "device"),
+                        ({"train_batch_size": 0}, "must be >= 1"), ({"hparams": {"a": "x,y"}}, "','"),
+                        ({"benchmark": {"threads": []}}, "benchmark.threads"),
+                        ({"min_score_thresh": 1.5}, "min_score_thresh"), ({"bogus": 1}, "unknown key"),
+                        ({"hparams": {"image_size": "512x"}}, "image_size")]:
+        with pytest.raises(StageInputError, match=needle):
+            cfgmod.from_dict(base_cfg(tmp_path, **bad))
+
+
+# ----------------------------------------------------------------------------- the real chain on CPU
+
+def _stage(stage, cfg_path, *extra, timeout=600):
+    return run_cli("-m", "effdetlab.stages", stage, "--config", cfg_path, *extra, timeout=timeout)
+
+
+def _status(cfg_path):
+    r = _stage("status", cfg_path, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def _read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(x) for x in f if x.strip()]
+
+
+@pytest.mark.slow
+def test_chain_train_kill_resume_export_benchmark_infer(tmp_path):
+    """D0 at 128 px on 8 synthetic VOC images, all on CPU (about 3-4 minutes on 2 cores)."""
+    t0 = time.monotonic()
+    from effdetlab.synth import make_clean_voc
+    voc = make_clean_voc(str(tmp_path / "data"), 8, ["cat", "dog"], seed=3, size=(320, 240))
+    r = run_cli("-m", "effdetlab.convert", "--data-dir", voc, "--output-dir", str(tmp_path / "tfr"))
+    assert r.returncode == 0, r.stderr
+    run = tmp_path / "run"
+    cfg = {"run_dir": "run", "model_name": "efficientdet-d0", "mode": "train", "device": "cpu",
+           "hparams": {"image_size": 128, "num_classes": 2, "moving_average_decay": 0,
+                       "label_map": "tfr/label_map.yaml"},
+           "train_file_pattern": "tfr/train-*.tfrecord", "train_batch_size": 2, "num_epochs": 1,
+           "num_examples_per_epoch": 32, "save_checkpoints_steps": 3, "min_score_thresh": 0.05,
+           "infer_images": os.path.join(voc, "JPEGImages", "00000[01].jpg"),
+           "benchmark": {"threads": [1], "bm_runs": 2, "modes": ["bm", "e2e"],
+                         "hparams": {"image_size": 128}, "host": "chain-test"},
+           "timeout_s": 400}
+    cfg_path = str(tmp_path / "config.json")
+    with open(cfg_path, "w") as f:
+        json.dump(cfg, f)
+
+    # 1. detached train; kill the whole process group once a checkpoint past 0 exists
+    r = _stage("train", cfg_path, "--detach", timeout=60)
+    assert r.returncode == 0, r.stderr
+    pid = json.loads(r.stdout)["pid"]
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        ck = cfgmod.latest_checkpoint(str(run / "model"))
+        if ck and not ck.endswith("-0"):
+            break
+        assert _status(cfg_path)["state"] in ("starting", "running")
+        time.sleep(0.2)
+    else:
+        pytest.fail("no checkpoint after 300 s")
+    os.killpg(pid, signal.SIGKILL)
+    while subprocess.run(["pgrep", "-g", str(pid)], capture_output=True).returncode == 0:
+        time.sleep(0.2)  # the group is gone: automl died with its supervisor
+    st = _status(cfg_path)
+    assert st["state"] == "failed" and st["exit_code"] is None and "gone" in st["reason"]
+    killed_at = st["global_step"]
+    assert 3 <= killed_at < 16
+
+    # 2. train again (detached, polled to the end): the global step continues
+    r = _stage("train", cfg_path, "--detach", timeout=60)
+    assert r.returncode == 0, r.stderr
+    deadline = time.monotonic() + 300
+    while _status(cfg_path)["state"] in ("starting", "running"):
+        assert time.monotonic() < deadline, "resumed training did not finish"
+        time.sleep(1)
+    st = _status(cfg_path)
+    assert st["state"] == "finished" and st["exit_code"] == 0 and st["attempt"] == 2
+    assert st["global_step"] == 16 and st["resumed_from"].endswith(f"-{killed_at}")
+    prog = _read_jsonl(str(run / "progress.jsonl"))
+    a1 = [p["step"] for p in prog if p["attempt"] == 1]
+    a2 = [p["step"] for p in prog if p["attempt"] == 2]
+    assert a1[0] == 0 and a2[0] == killed_at and a2[-1] == 15
+    assert a2 == list(range(killed_at, 16))
+    assert all(isinstance(p["loss"], float) and math.isfinite(p["loss"]) for p in prog)
+    assert all(p["time"] > 0 for p in prog)
+    log = (run / "train.log").read_text()
+    assert "train attempt 1" in log and "train attempt 2 exit 0" in log
+    assert f"Restoring parameters from {run}/model/model.ckpt-{killed_at}" in log
+    summary = json.loads((run / "train.json").read_text())
+    assert summary["ok"] and summary["first_step"] == killed_at and summary["checkpoint"].endswith("-16")
+
+    # 3. export: saved_model (+ TFLite, or a stated reason)
+    r = _stage("export", cfg_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    ex = json.loads((run / "export.json").read_text())
+    assert ex["ok"] and ex["saved_model"]["detections_shape"] == [1, 100, 7]
+    assert ex["checkpoint"].endswith("-16")
+    if ex["tflite"]["ok"]:
+        assert os.path.getsize(ex["tflite"]["path"]) > 1_000_000
+        assert ex["tflite"]["detections_shape"][-1] == 7
+    else:
+        assert ex["tflite"]["reason"]
+    import numpy as np
+    import tensorflow as tf
+    from PIL import Image
+    m = tf.saved_model.load(str(run / "saved_model"))
+    fn = m.signatures["serving_default"]
+    img = np.asarray(Image.open(os.path.join(voc, "JPEGImages", "000000.jpg")))[None]
+    det = fn(**{"image_arrays:0": tf.constant(img)})["detections:0"].numpy()
+    assert det.shape == (1, 100, 7) and np.isfinite(det).all()
+    assert (det[0, :, 5] <= 1).all()  # scores; boxes in input pixels: columns 1..4
+    assert det[0, :, 1:5].max() <= 320 + 1
+
+    # 4. benchmark: network-only and end-to-end, automl's own timer
+    r = _stage("benchmark", cfg_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    recs = json.loads((run / "benchmark.json").read_text())
+    assert [(x["mode"], x["threads"]) for x in recs] == [("bm", 1), ("e2e", 1)]
+    for x in recs:
+        assert x["ok"] and x["latency_ms"] > 0 and x["fps"] > 0 and x["host"] == "chain-test"
+        assert x["tf_version"] == tf.__version__ and x["image_size"] == [128, 128]
+        assert x["fps"] == pytest.approx(1000.0 / x["latency_ms"], rel=1e-3)
+        assert "Per batch inference time" in open(x["log"]).read()
+    assert recs[0]["runs"] == 2 and recs[0]["threads_via"] == "flag" and recs[1]["threads_via"] == "env"
+
+    # 5. infer on 2 images -> annotated images, each mapped to its input
+    r = _stage("infer", cfg_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    inf = json.loads((run / "infer.json").read_text())
+    assert inf["ok"] and len(inf["images"]) == 2
+    for im in inf["images"]:
+        stem = os.path.splitext(os.path.basename(im["input"]))[0]
+        assert os.path.basename(im["output"]) == stem + ".jpg"
+        with Image.open(im["output"]) as o, Image.open(im["input"]) as i:
+            assert o.format == "JPEG" and o.size == i.size == (320, 240)
+            other = [x for x in inf["images"] if x is not im][0]["input"]
+            with Image.open(other) as oth:
+                a = np.asarray(o.convert("RGB"), np.float32)
+                assert np.abs(a - np.asarray(i, np.float32)).mean() < np.abs(a - np.asarray(oth, np.float32)).mean()
+
+    # 6. status sees every output; benchreport renders the run
+    st = _status(cfg_path)
+    assert st["outputs"] == {"export": True, "benchmark_records": 2, "infer": True}
+    r = run_cli("-m", "effdetlab.benchreport", str(run), "--out", str(tmp_path / "report"))
+    assert r.returncode == 0, r.stderr
+    md = (tmp_path / "report.md").read_text()
+    assert "| chain-test | efficientdet-d0 | bm | cpu | 1 | 1 | 128x128 |" in md
+    assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    print(f"chain test: {time.monotonic() - t0:.0f} s")
