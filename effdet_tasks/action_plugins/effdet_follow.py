@@ -1,0 +1,83 @@
+"""effdet_follow: follow a detached training run until it ends.
+
+Runs on the controller. Every `poll_seconds` it asks the stage runner in the
+lab container for the run's status (community.docker.docker_container_exec on
+the host), copies progress.jsonl back to the controller, and prints one
+progress line per host as it goes, so a long training shows its step and loss
+live. Returns the final status; fails when training failed or timed out.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from typing import Any
+
+from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
+
+display = Display()
+
+ENDED = ("finished", "failed", "stopped")
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _VALID_ARGS = frozenset(("container", "user", "env", "argv", "progress_src", "progress_dest",
+                             "poll_seconds", "timeout_minutes"))
+
+    def _status(self, args: dict[str, Any], task_vars: dict[str, Any]) -> dict[str, Any]:
+        res = self._execute_module(
+            module_name="community.docker.docker_container_exec",
+            module_args={"container": args["container"], "user": args["user"], "env": args.get("env") or {},
+                         "argv": args["argv"]},
+            task_vars=task_vars)
+        if res.get("failed") or res.get("rc", 1) != 0:
+            raise RuntimeError(f"status failed: {res.get('msg') or res.get('stderr')}")
+        return json.loads(res["stdout"].strip().splitlines()[-1])
+
+    def _copy_progress(self, args: dict[str, Any], task_vars: dict[str, Any]) -> dict[str, Any] | None:
+        res = self._execute_module(module_name="ansible.builtin.slurp", module_args={"src": args["progress_src"]},
+                                   task_vars=task_vars)
+        if res.get("failed"):
+            return None
+        text = base64.b64decode(res["content"]).decode()
+        dest = args["progress_dest"]
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        with open(dest, "w", encoding="utf-8") as out:
+            out.write(text)
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        return json.loads(lines[-1]) if lines else None
+
+    def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
+        result = super().run(tmp, task_vars)
+        args = self._task.args
+        host = task_vars.get("inventory_hostname", "?") if task_vars else "?"
+        if self._task.check_mode:
+            return {**result, "skipped": True, "msg": "check mode: training is not followed"}
+        poll = max(1, int(args.get("poll_seconds", 15)))
+        deadline = time.monotonic() + 60 * float(args.get("timeout_minutes", 720))
+        last_line = ""
+        try:
+            while True:
+                status = self._status(args, task_vars)
+                last = self._copy_progress(args, task_vars)
+                line = (f"{host}: {status.get('state')}, step {status.get('global_step', '-')}"
+                        f"/{status.get('train_steps', '?')}" + (f", loss {last.get('loss')}" if last else ""))
+                if line != last_line:
+                    display.display(f"  [effdet] {line}")
+                    last_line = line
+                if status.get("state") in ENDED:
+                    break
+                if time.monotonic() > deadline:
+                    return {**result, "failed": True, "status": status,
+                            "msg": f"training still {status.get('state')} after {args.get('timeout_minutes')} min; "
+                                   "it keeps running in the container: run the train stage again to follow it"}
+                time.sleep(poll)
+        except (RuntimeError, ValueError) as exc:
+            return {**result, "failed": True, "msg": f"could not follow training on {host}: {exc}"}
+        return {**result, "changed": False, "status": status, "last_progress": last,
+                "failed": status.get("state") != "finished",
+                "msg": line if status.get("state") == "finished" else
+                f"training {status.get('state')}: {status.get('reason', 'see train.log')}"}
