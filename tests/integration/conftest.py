@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,3 +64,15 @@ def converged_hosts(lab_hosts: list[str]) -> list[str]:
     run = run_playbook("playbooks/host.yml")
     assert run.rc == 0, run.output[-4000:]
     return lab_hosts
+
+
+@pytest.fixture(scope="session")
+def lab_deployed(converged_hosts: list[str]) -> dict:
+    """The lab image (built once per session) and the lab container on every host."""
+    started = time.monotonic()
+    image = run_playbook("playbooks/image.yml")
+    assert image.rc == 0, image.output[-5000:]
+    built_s = time.monotonic() - started
+    container = run_playbook("playbooks/container.yml")
+    assert container.rc == 0, container.output[-5000:]
+    return {"hosts": converged_hosts, "image_run_s": built_s, "image": image, "container": container}

@@ -6,7 +6,6 @@ import json
 import pytest
 
 from conftest import run_playbook
-from test_lab_image import lab_deployed  # noqa: F401
 
 CASES = [
     ("uid-taken", "playbooks/image.yml", {"lab_image_uid": 1},

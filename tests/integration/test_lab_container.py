@@ -11,7 +11,7 @@ import paramiko
 
 from conftest import run_playbook
 from test_lab_image import (CONTAINER, KEY, PORT, USER, host_ip, host_sh, in_container,  # noqa: F401
-                            lab_deployed, lab_ssh)
+                            lab_ssh)
 
 
 def test_openssh_login_as_the_lab_user(lab_deployed):

@@ -57,18 +57,6 @@ def image_ref(host: str) -> str:
     return host_sh(host, f"docker inspect -f '{{{{.Config.Image}}}}' {CONTAINER}").stdout.strip()
 
 
-@pytest.fixture(scope="session")
-def lab_deployed(converged_hosts: list[str]) -> dict:
-    """Both stages converged on every host: image (built once) and container."""
-    started = time.monotonic()
-    image = run_playbook("playbooks/image.yml")
-    assert image.rc == 0, image.output[-5000:]
-    built_s = time.monotonic() - started
-    container = run_playbook("playbooks/container.yml")
-    assert container.rc == 0, container.output[-5000:]
-    return {"hosts": converged_hosts, "image_run_s": built_s, "image": image, "container": container}
-
-
 def test_rebuild_skipped_when_nothing_changed(lab_deployed):
     started = time.monotonic()
     run = run_playbook("playbooks/image.yml")

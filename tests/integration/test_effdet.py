@@ -1,0 +1,126 @@
+"""The EfficientDet stages through Ansible, in the lab containers of the lab-in-a-box.
+
+One tiny CPU run of D0 on the lab-in-a-box's messy VOC set (labbox/demo_data.py):
+every stage's real output is checked on the controller, a second run changes
+nothing, and bad inputs fail clearly.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_playbook
+
+RUN = f"pytest-{os.getpid()}"
+RESULTS = REPO / "results" / "effdet" / RUN
+SWEEP = {"effdet_tasks_run_name": RUN, "effdet_tasks_benchmark_batch_sizes": [1, 2],
+         "effdet_tasks_benchmark_threads": [1], "effdet_tasks_benchmark_runs": 2}
+
+
+def extra_vars(tmp_path: Path, **overrides) -> str:
+    path = tmp_path / "effdet-vars.json"
+    path.write_text(json.dumps({**SWEEP, **overrides}))
+    return f"@{path}"
+
+
+@pytest.fixture(scope="module")
+def effdet_run(lab_deployed, tmp_path_factory):
+    shutil.rmtree(RESULTS, ignore_errors=True)
+    tmp = tmp_path_factory.mktemp("effdet")
+    first = run_playbook("playbooks/effdet.yml", "-e", extra_vars(tmp))
+    assert first.rc == 0, first.output[-6000:]
+    return {"hosts": lab_deployed["hosts"], "first": first, "tmp": tmp}
+
+
+def test_data_reports_reconcile_and_fix_labelimg_paths(effdet_run):
+    for host in effdet_run["hosts"]:
+        report = json.loads((RESULTS / host / "data" / "train-report.json").read_text())
+        totals = report["totals"]
+        assert report["reconciliation"]["ok"] is True
+        assert totals["images_written"] == 16 and totals["images_skipped"] == 0
+        assert totals["objects_in"] == totals["objects_written"] + totals["objects_dropped"]
+        assert totals["objects_clipped"] > 0, "the demo set has boxes past the image edge"
+        assert totals["objects_inverted_fixed"] > 0, "the demo set has boxes drawn right to left"
+        assert sorted(report["label_map"]) == ["cat", "dog", "person"]
+        val = json.loads((RESULTS / host / "data" / "val-report.json").read_text())
+        assert val["totals"]["images_written"] == 4
+        assert val["label_map"] == report["label_map"]
+
+
+def test_training_progress_came_back(effdet_run):
+    for host in effdet_run["hosts"]:
+        lines = (RESULTS / host / "train" / "progress.jsonl").read_text().splitlines()
+        steps = [json.loads(line) for line in lines if line.strip()]
+        assert steps, host
+        assert all(math.isfinite(s["loss"]) for s in steps)
+        status = json.loads((RESULTS / host / "train" / "train_status.json").read_text())
+        assert status["state"] == "finished"
+        assert "[effdet]" in effdet_run["first"].output, "training progress is printed live"
+
+
+def test_export_wrote_a_saved_model_that_detects_and_a_tflite(effdet_run):
+    for host in effdet_run["hosts"]:
+        export = json.loads((RESULTS / host / "export" / "export.json").read_text())
+        assert export["ok"] is True
+        assert export["saved_model"]["ok"] and export["saved_model"]["detections_shape"] == [1, 100, 7]
+        assert export["tflite"]["ok"] and export["tflite"]["bytes"] > 1_000_000
+
+
+def test_benchmark_sweep_is_shared_and_merged(effdet_run):
+    merged = json.loads((RESULTS / "benchmark.json").read_text())
+    assert len(merged["files"]) == 2 and merged["failed"] == []
+    records = merged["rows"]
+    hosts = {r["host"] for r in records}
+    assert hosts == set(effdet_run["hosts"]), "each host measured its share of (model, batch) pairs"
+    assert {r["batch"] for r in records} == {1, 2}
+    assert {r["mode"] for r in records} == {"bm", "e2e"}
+    assert all(r["latency_ms"] > 0 for r in records)
+    assert (RESULTS / "benchmark.md").read_text().count("| efficientdet-d0 |") >= 4
+    assert (RESULTS / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_annotated_images_came_back(effdet_run):
+    for host in effdet_run["hosts"]:
+        infer = RESULTS / host / "infer"
+        images = sorted(p.name for p in infer.glob("*.jpg"))
+        assert images == ["own photo 0.jpg", "own photo 1.jpg"], images
+        assert all((infer / name).stat().st_size > 1000 for name in images)
+
+
+def test_second_run_changes_nothing(effdet_run):
+    again = run_playbook("playbooks/effdet.yml", "-e", extra_vars(effdet_run["tmp"]))
+    assert again.rc == 0, again.output[-4000:]
+    assert again.changed() == 0, again.output[-4000:]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"effdet_tasks_model_name": "efficientdet-d9"}, "effdet_tasks_model_name must be one of"),
+    ({"effdet_tasks_dataset_src": "/nonexistent/voc"}, "The dataset folder /nonexistent/voc does not exist"),
+    ({"effdet_tasks_hparams": {"num_classes": 7, "image_size": 128}}, "--num-classes=7 does not match the label map"),
+    ({"effdet_tasks_run_name": "../escape"}, "effdet_tasks_run_name must be a plain folder name"),
+], ids=["unknown-model", "missing-dataset", "num-classes-vs-label-map", "run-name"])
+def test_bad_inputs_fail_clearly(effdet_run, tmp_path, overrides, message):
+    run = run_playbook("playbooks/effdet.yml", "-e",
+                       extra_vars(tmp_path, **{"effdet_tasks_run_name": f"{RUN}-bad", **overrides}))
+    assert run.rc != 0
+    assert message in " ".join(run.output.split()), run.output[-3000:]
+
+
+def test_corrupt_xml_is_reported_not_fatal(effdet_run, tmp_path):
+    data = tmp_path / "voc"
+    shutil.copytree(REPO / ".labbox" / "demo-data" / "voc", data)
+    broken = sorted((data / "Annotations").glob("img_*.xml"))[0]
+    broken.write_text(broken.read_text()[:120])
+    run = run_playbook("playbooks/effdet.yml", "--tags", "data", "-e",
+                       extra_vars(tmp_path, effdet_tasks_run_name=f"{RUN}-corrupt",
+                                  effdet_tasks_dataset_name="voc-corrupt", effdet_tasks_dataset_src=str(data)))
+    assert run.rc == 0, run.output[-3000:]
+    host = effdet_run["hosts"][0]
+    report = json.loads((REPO / "results" / "effdet" / f"{RUN}-corrupt" / host / "data" / "train-report.json").read_text())
+    issues = [i for i in report["issues"] if i["kind"] == "corrupt_xml"]
+    assert len(issues) == 1 and broken.name in json.dumps(issues[0]), issues
