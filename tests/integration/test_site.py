@@ -1,0 +1,48 @@
+"""site.yml across the fleet: a bad host fails alone; teardown gives a host its own config back."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+from conftest import labbox, run_playbook
+
+HAND_MADE = {"log-level": "warn", "labels": ["rack=7"]}
+
+
+def host_sh(container: str, script: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", "exec", container, "sh", "-ec", script], capture_output=True, text=True,
+                          check=check)
+
+
+def test_one_bad_host_is_reported_and_the_others_finish(converged_hosts):
+    bad, good = "labhost-2", "labhost-1"
+    host_sh("effdet-lab-host-2", "cp /etc/docker/daemon.json /root/keep.json && echo '{broken' > /etc/docker/daemon.json")
+    try:
+        run = run_playbook("site.yml", "--tags", "host")
+        assert run.rc != 0
+        assert run.recap[bad]["failed"] == 1
+        assert run.recap[good]["failed"] == 0 and run.recap[good]["ok"] > 0
+        assert "/etc/docker/daemon.json on labhost-2 is not valid JSON" in " ".join(run.output.split())
+    finally:
+        host_sh("effdet-lab-host-2", "cp /root/keep.json /etc/docker/daemon.json")
+
+
+def test_teardown_restores_the_hosts_own_daemon_json(converged_hosts):
+    """A third, bare host with a hand-made daemon.json: converge, then tear down with restore."""
+    labbox("up", "--hosts", "3")
+    try:
+        host_sh("effdet-lab-host-3",
+                f"mkdir -p /etc/docker && printf '%s' '{json.dumps(HAND_MADE)}' > /etc/docker/daemon.json")
+        run = run_playbook("playbooks/host.yml", "--limit", "labhost-3")
+        assert run.rc == 0, run.output[-4000:]
+        merged = json.loads(host_sh("effdet-lab-host-3", "cat /etc/docker/daemon.json").stdout)
+        assert merged["labels"] == ["rack=7"] and "registry-mirrors" in merged
+        down = run_playbook("playbooks/teardown.yml", "--limit", "labhost-3", "-e", "lab_teardown_restore_daemon_json=true")
+        assert down.rc == 0, down.output[-4000:]
+        restored = host_sh("effdet-lab-host-3", "cat /etc/docker/daemon.json").stdout
+        assert json.loads(restored) == HAND_MADE
+        assert host_sh("effdet-lab-host-3", "systemctl is-active docker").stdout.strip() == "active"
+        again = run_playbook("playbooks/teardown.yml", "--limit", "labhost-3", "-e", "lab_teardown_restore_daemon_json=true")
+        assert again.rc == 0 and again.changed() == 0, again.output[-3000:]
+    finally:
+        labbox("up", "--hosts", "2")

@@ -1,0 +1,20 @@
+"""playbooks/verify.yml: testinfra from the controller against the same inventory."""
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from conftest import REPO, run_playbook
+
+
+def test_verify_passes_and_runs_the_lab_container_checks(lab_deployed):
+    run = run_playbook("playbooks/verify.yml")
+    assert run.rc == 0, run.output[-5000:]
+    latest = max((REPO / "results").glob("verify-*"), key=lambda p: p.stat().st_mtime)
+    suite = ET.parse(latest / "junit.xml").getroot().find("testsuite")
+    assert int(suite.get("failures")) == 0 and int(suite.get("errors")) == 0
+    ran = [case.get("name") for case in suite.iter("testcase") if case.find("skipped") is None]
+    for host in lab_deployed["hosts"]:
+        # The no-GPU checks ran (and passed) on every host, and so did the lab container's.
+        assert any("no_gpu" in name and host in name for name in ran), ran
+        assert any("lab_" in name and host in name for name in ran), ran
+    assert (latest / "summary.md").exists()
