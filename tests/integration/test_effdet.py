@@ -10,6 +10,7 @@ import json
 import math
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,35 @@ def test_corrupt_xml_is_reported_not_fatal(effdet_run, tmp_path):
     report = json.loads((REPO / "results" / "effdet" / f"{RUN}-corrupt" / host / "data" / "train-report.json").read_text())
     issues = [i for i in report["issues"] if i["kind"] == "corrupt_xml"]
     assert len(issues) == 1 and broken.name in json.dumps(issues[0]), issues
+
+
+def test_git_source_checks_out_the_pinned_commit_from_a_mirror(effdet_run, tmp_path):
+    """code_source git with the URL pointed at a mirror: the pinned commit, not the branch head, is
+    checked out on the host. The mirror (served by the lab-in-a-box over dumb HTTP) holds no automl
+    code, so the stage that needs it must then say so clearly."""
+    work = tmp_path / "automl"
+    git = ["git", "-c", "user.name=effdet-lab", "-c", "user.email=labbox@effdet-lab.invalid"]
+    subprocess.run([*git, "init", "-q", "-b", "master", str(work)], check=True)
+    (work / "efficientdet").mkdir()
+    (work / "efficientdet" / "README.md").write_text("mirror used by effdet-lab's tests\n")
+    subprocess.run([*git, "-C", str(work), "add", "."], check=True)
+    subprocess.run([*git, "-C", str(work), "commit", "-q", "-m", "pinned"], check=True)
+    pinned = subprocess.run(["git", "-C", str(work), "rev-parse", "HEAD"], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    (work / "efficientdet" / "later.txt").write_text("a later commit that must not be checked out\n")
+    subprocess.run([*git, "-C", str(work), "add", "."], check=True)
+    subprocess.run([*git, "-C", str(work), "commit", "-q", "-m", "later"], check=True)
+    mirror = REPO / ".labbox" / "apt" / "git" / "automl.git"
+    shutil.rmtree(mirror, ignore_errors=True)
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(mirror)], check=True)
+    subprocess.run(["git", "-C", str(mirror), "update-server-info"], check=True)
+    host = effdet_run["hosts"][0]
+    run = run_playbook("playbooks/effdet.yml", "--limit", host, "--tags", "export", "-e", extra_vars(
+        tmp_path, effdet_tasks_code_source="git", effdet_tasks_git_version=pinned,
+        effdet_tasks_git_url="http://effdet-lab-apt:8080/git/automl.git"))
+    assert run.rc != 0
+    assert "no main.py + model_inspect.py there" in run.output, run.output[-3000:]
+    checked_out = subprocess.run(["docker", "exec", f"effdet-lab-host-{host.rsplit('-', 1)[1]}", "git", "-C",
+                                  "/srv/effdet-lab/data/effdet-lab/automl", "rev-parse", "HEAD"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+    assert checked_out == pinned

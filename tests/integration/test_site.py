@@ -46,3 +46,14 @@ def test_teardown_restores_the_hosts_own_daemon_json(converged_hosts):
         assert again.rc == 0 and again.changed() == 0, again.output[-3000:]
     finally:
         labbox("up", "--hosts", "2")
+
+
+def test_bad_value_for_a_later_stage_fails_before_the_host_layer(converged_hosts, tmp_path):
+    extra = tmp_path / "bad.json"
+    extra.write_text(json.dumps({"effdet_tasks_model_name": "efficientdet-d9"}))
+    run = run_playbook("site.yml", "-e", f"@{extra}")
+    assert run.rc != 0
+    text = " ".join(run.output.split())
+    assert "effdet_tasks_model_name must be one of" in text, run.output[-3000:]
+    assert "docker_engine :" not in run.output, "no stage may start"
+    assert all(r["changed"] == 0 for r in run.recap.values())
