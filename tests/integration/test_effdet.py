@@ -148,12 +148,17 @@ def test_git_source_checks_out_the_pinned_commit_from_a_mirror(effdet_run, tmp_p
     subprocess.run(["git", "clone", "-q", "--bare", str(work), str(mirror)], check=True)
     subprocess.run(["git", "-C", str(mirror), "update-server-info"], check=True)
     host = effdet_run["hosts"][0]
-    run = run_playbook("playbooks/effdet.yml", "--limit", host, "--tags", "export", "-e", extra_vars(
+    run = run_playbook("playbooks/effdet.yml", "--limit", host, "--tags", "train", "-e", extra_vars(
         tmp_path, effdet_tasks_code_source="git", effdet_tasks_git_version=pinned,
         effdet_tasks_git_url="http://effdet-lab-apt:8080/git/automl.git"))
     assert run.rc != 0
-    assert "no main.py + model_inspect.py there" in run.output, run.output[-3000:]
+    assert "no main.py + model_inspect.py there" in " ".join(run.output.split()), run.output[-3000:]
     checked_out = subprocess.run(["docker", "exec", f"effdet-lab-host-{host.rsplit('-', 1)[1]}", "git", "-C",
                                   "/srv/effdet-lab/data/effdet-lab/automl", "rev-parse", "HEAD"],
                                  capture_output=True, text=True, check=True).stdout.strip()
     assert checked_out == pinned
+    # A stage after train, for a configuration never trained, says so before anything changes.
+    export = run_playbook("playbooks/effdet.yml", "--limit", host, "--tags", "export", "-e", extra_vars(
+        tmp_path, effdet_tasks_code_source="git", effdet_tasks_git_version=pinned,
+        effdet_tasks_git_url="http://effdet-lab-apt:8080/git/automl.git", effdet_tasks_hparams={"image_size": 256}))
+    assert export.rc != 0 and "Run the train stage first" in " ".join(export.output.split()), export.output[-3000:]
