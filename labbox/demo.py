@@ -16,7 +16,7 @@ from pathlib import Path
 from .shell import REPO_ROOT, log
 
 RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
-SHOWN = re.compile(r"^(PLAY |TASK |RUNNING HANDLER|fatal:|failed:|changed:|\S+\s*: ok=)")
+SHOWN = re.compile(r"^(PLAY |TASK |RUNNING HANDLER|fatal:|failed:|changed:|\S+\s*: ok=|\s*\[effdet\])")
 
 
 def converge(log_path: Path, extra_args: list[str]) -> tuple[float, str, int]:

@@ -35,7 +35,7 @@ def _stem_and_ext(i: int) -> tuple[str, str, str, str]:
 def make_demo_dataset(root: Path, train: int = 16, val: int = 4, infer: int = 2, seed: int = 7) -> Path:
     """Write root/voc (Annotations, JPEGImages, ImageSets/Main) and root/infer; idempotent."""
     marker = root / "dataset.json"
-    spec = {"train": train, "val": val, "infer": infer, "seed": seed, "classes": CLASSES, "size": SIZE}
+    spec = {"train": train, "val": val, "infer": infer, "seed": seed, "classes": list(CLASSES), "size": list(SIZE)}
     if marker.exists() and json.loads(marker.read_text()) == spec:
         return root
     log(f"writing the demo VOC dataset in {root}")
