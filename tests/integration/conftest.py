@@ -47,6 +47,12 @@ def run_playbook(playbook: str, *args: str, timeout: int = 1800) -> PlaybookRun:
     return PlaybookRun(proc.returncode, proc.stdout + proc.stderr)
 
 
+def docker_sh(container: str, script: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """A shell script run as root on a simulated host, through the controller's docker."""
+    return subprocess.run(["docker", "exec", container, "sh", "-ec", script], capture_output=True, text=True,
+                          check=check)
+
+
 def labbox(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "labbox", *args], cwd=REPO, check=True)
 

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from conftest import run_playbook
+from conftest import docker_sh, run_playbook
 
 HOST = "labhost-1"
 CONTAINER = "effdet-lab-host-1"
@@ -58,7 +58,7 @@ def host_file(path: str) -> str:
 
 
 def host_sh(script: str) -> None:
-    subprocess.run(["docker", "exec", CONTAINER, "sh", "-ec", script], check=True)
+    docker_sh(CONTAINER, script)
 
 
 @pytest.mark.parametrize("bad, message", BAD_VALUES)

@@ -2,16 +2,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
+from conftest import docker_sh as host_sh
 from conftest import labbox, run_playbook
 
 HAND_MADE = {"log-level": "warn", "labels": ["rack=7"]}
-
-
-def host_sh(container: str, script: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", "exec", container, "sh", "-ec", script], capture_output=True, text=True,
-                          check=check)
 
 
 def test_one_bad_host_is_reported_and_the_others_finish(converged_hosts):
