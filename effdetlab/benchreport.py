@@ -12,7 +12,6 @@ Reads every `benchmark.json` under RESULTS_DIR (recursively; each a list of reco
 Records with ok=false are counted under "failed" and listed, never averaged.
 Exit: 0 written, 2 no benchmark.json / no usable record.
 """
-from __future__ import annotations
 
 import argparse
 import json

@@ -9,20 +9,21 @@ the fix (e.g. entirely outside the image), is dropped.
 Coordinates stay in VOC pixel units, normalised by the real image size exactly
 the way automl's create_pascal_tfrecord does (x / width, no 1-pixel shift).
 """
-from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import List, Optional, Tuple
+
+from effdetlab._records import Record
 
 POLICIES = ("clip", "drop")
 
 
-@dataclass
-class BoxOutcome:
-    box: Optional[Tuple[float, float, float, float]]  # (xmin, ymin, xmax, ymax) kept, or None
-    actions: List[str]                                 # e.g. ["clipped"], ["inverted_fixed"], []
-    drop_reason: Optional[str] = None                  # set when box is None
-    detail: str = ""
+class BoxOutcome(Record):
+    def __init__(self, box: Optional[Tuple[float, float, float, float]], actions: List[str],
+                 drop_reason: Optional[str] = None, detail: str = "") -> None:
+        self.box = box                  # (xmin, ymin, xmax, ymax) kept, or None
+        self.actions = actions          # e.g. ["clipped"], ["inverted_fixed"], []
+        self.drop_reason = drop_reason  # set when box is None
+        self.detail = detail
 
 
 def check_box(xmin: Optional[float], ymin: Optional[float], xmax: Optional[float],

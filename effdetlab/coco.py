@@ -5,7 +5,6 @@ matches detections to it by image id == int(image/source_id) of the TFRecords,
 with boxes in absolute pixels of the original image.  We write exactly the boxes
 that went into the TFRecords (after clipping/fixing), as floats.
 """
-from __future__ import annotations
 
 import json
 from typing import Any, Dict, List, Sequence, Tuple

@@ -26,7 +26,6 @@ own CRC-32C bound with ctypes, so `import tensorflow` is not needed; fallback
 tf.io.TFRecordWriter).  Image bytes never cross a process boundary.  'auto' shards
 are a multiple of the worker count so every core writes.
 """
-from __future__ import annotations
 
 import argparse
 import functools
@@ -37,10 +36,10 @@ import os
 import sys
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from effdetlab import labelmap as lm
+from effdetlab._records import Record
 from effdetlab.boxes import POLICIES, check_box
 from effdetlab.coco import CocoBuilder
 from effdetlab.imagehdr import sniff
@@ -58,49 +57,63 @@ MIN_IMAGES_FOR_POOL = 200
 _PIL_FORMATS = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png"}  # MPO: camera JPEGs with extra frames
 
 
-@dataclass
-class Options:
-    data_dir: str
-    output_dir: str
-    set_name: str = "train"
-    annotations_dir: Optional[str] = None
-    images_dir: Optional[str] = None
-    split_file: Optional[str] = None
-    label_map_from: str = "data"          # "data" | "file"
-    label_map_path: Optional[str] = None
-    num_shards: Union[str, int] = "auto"
-    box_policy: str = "clip"
-    num_classes: Optional[int] = None
-    workers: Optional[int] = None         # default: os.cpu_count()
-    ignore_difficult: bool = False
-    skip_empty: bool = False
-    strict: bool = False
-    overwrite: bool = False
+class Options(Record):
+    def __init__(self, data_dir: str, output_dir: str, set_name: str = "train",
+                 annotations_dir: Optional[str] = None, images_dir: Optional[str] = None,
+                 split_file: Optional[str] = None, label_map_from: str = "data",
+                 label_map_path: Optional[str] = None, num_shards: Union[str, int] = "auto",
+                 box_policy: str = "clip", num_classes: Optional[int] = None,
+                 workers: Optional[int] = None, ignore_difficult: bool = False,
+                 skip_empty: bool = False, strict: bool = False, overwrite: bool = False) -> None:
+        self.data_dir = data_dir
+        self.output_dir = output_dir
+        self.set_name = set_name
+        self.annotations_dir = annotations_dir
+        self.images_dir = images_dir
+        self.split_file = split_file
+        self.label_map_from = label_map_from  # "data" | "file"
+        self.label_map_path = label_map_path
+        self.num_shards = num_shards
+        self.box_policy = box_policy
+        self.num_classes = num_classes
+        self.workers = workers                # default: os.cpu_count()
+        self.ignore_difficult = ignore_difficult
+        self.skip_empty = skip_empty
+        self.strict = strict
+        self.overwrite = overwrite
 
 
-@dataclass
-class EncodeContext:
-    label_map: Dict[str, int]
-    box_policy: str
-    ignore_difficult: bool
-    skip_empty: bool
+class EncodeContext(Record):
+    def __init__(self, label_map: Dict[str, int], box_policy: str, ignore_difficult: bool,
+                 skip_empty: bool) -> None:
+        self.label_map = label_map
+        self.box_policy = box_policy
+        self.ignore_difficult = ignore_difficult
+        self.skip_empty = skip_empty
 
 
-@dataclass
-class ImageResult:
-    index: int
-    skip_reason: Optional[str] = None
-    skip_detail: str = ""
-    head: bytes = b""      # feature entries up to image/encoded's header
-    encoded: Optional[bytes] = None  # dropped before results leave the worker
-    file_name: str = ""
-    width: int = 0
-    height: int = 0
-    objects: List[ObjectOut] = field(default_factory=list)
-    dropped: List[Dict[str, Any]] = field(default_factory=list)   # {reason, object, class, detail}
-    modified: List[Dict[str, Any]] = field(default_factory=list)  # {actions, object, class, detail}
-    warnings: List[Dict[str, Any]] = field(default_factory=list)
-    num_bytes: int = 0
+class ImageResult(Record):
+    def __init__(self, index: int, skip_reason: Optional[str] = None, skip_detail: str = "",
+                 head: bytes = b"", encoded: Optional[bytes] = None, file_name: str = "",
+                 width: int = 0, height: int = 0, objects: Optional[List[ObjectOut]] = None,
+                 dropped: Optional[List[Dict[str, Any]]] = None,
+                 modified: Optional[List[Dict[str, Any]]] = None,
+                 warnings: Optional[List[Dict[str, Any]]] = None, num_bytes: int = 0) -> None:
+        self.index = index
+        self.skip_reason = skip_reason
+        self.skip_detail = skip_detail
+        self.head = head        # feature entries up to image/encoded's header
+        self.encoded = encoded  # dropped before results leave the worker
+        self.file_name = file_name
+        self.width = width
+        self.height = height
+        self.objects: List[ObjectOut] = [] if objects is None else objects
+        # {reason, object, class, detail}
+        self.dropped: List[Dict[str, Any]] = [] if dropped is None else dropped
+        # {actions, object, class, detail}
+        self.modified: List[Dict[str, Any]] = [] if modified is None else modified
+        self.warnings: List[Dict[str, Any]] = [] if warnings is None else warnings
+        self.num_bytes = num_bytes
 
 
 # ----------------------------------------------------------------------------- workers
@@ -289,7 +302,7 @@ def convert(opt: Options) -> Report:
                               f"(e.g. {os.path.basename(stale[0])}); pass --overwrite to replace them")
 
     report = Report(opt.set_name, opt.data_dir, ann_dir, img_dir, split, {
-        k: v for k, v in asdict(opt).items()
+        k: v for k, v in opt._asdict().items()
         if k in ("label_map_from", "label_map_path", "num_shards", "box_policy", "num_classes",
                  "ignore_difficult", "skip_empty", "strict")})
     report.split_ids_without_xml = ids_without_xml

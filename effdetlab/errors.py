@@ -1,5 +1,4 @@
 """Exceptions with messages meant to be read by a person at a terminal."""
-from __future__ import annotations
 
 
 class ConversionError(Exception):

@@ -13,7 +13,6 @@ address space each).  The wire format (tensorflow/core/example/{example,feature}
 tests/effdet/test_example_proto.py checks the bytes parse to the same message
 tensorflow builds.
 """
-from __future__ import annotations
 
 import struct
 from typing import Dict, Iterable, Sequence, Tuple

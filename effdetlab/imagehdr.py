@@ -3,7 +3,6 @@
 ~10x cheaper than PIL.Image.open; returns None for anything it does not fully
 recognise, and the caller then asks PIL (which also names other formats).
 """
-from __future__ import annotations
 
 import struct
 from typing import Optional, Tuple

@@ -9,7 +9,6 @@ labeler does `cls_targets -= 1`, so ids must be 1..K and `num_classes` must be K
   label_map.json   {"name": id}   -> same shape as automl's create_pascal_tfrecord
                                      --label_map_json_path (without "background")
 """
-from __future__ import annotations
 
 import json
 import os

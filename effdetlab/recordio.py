@@ -11,7 +11,6 @@ ctypes (~25 ms), and checks it against the CRC-32C check value of "123456789"
 build or version), or EFFDETLAB_RECORD_WRITER=tf is set, the writer falls back to
 tf.io.TFRecordWriter.  Both produce byte-identical files (tested).
 """
-from __future__ import annotations
 
 import ctypes
 import importlib.util

@@ -8,13 +8,13 @@ Objects of a skipped image are dropped with reason "image_<skip reason>" (e.g.
 "image_missing_image").  A corrupt XML counts as a skipped image; its objects
 cannot be counted, so they are not part of objects_in (listed under issues).
 """
-from __future__ import annotations
 
 import json
 import os
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
+
+from effdetlab._records import Record
 
 # Kinds of issue, by what they mean for the output.
 SKIP_REASONS = ("corrupt_xml", "missing_image", "ambiguous_image", "unreadable_image",
@@ -24,38 +24,57 @@ DROP_REASONS = ("unknown_class", "invalid_box", "inverted", "out_of_bounds", "de
 MAX_ISSUES_IN_MD = 60
 
 
-@dataclass
-class Report:
-    set_name: str
-    data_dir: str
-    annotations_dir: str
-    images_dir: str
-    split_file: Optional[str]
-    options: Dict[str, Any]
-    xml_files: int = 0
-    split_ids_without_xml: List[str] = field(default_factory=list)
-    images_written: int = 0
-    images_skipped: Counter = field(default_factory=Counter)
-    objects_in: int = 0
-    objects_written: int = 0
-    objects_dropped: Counter = field(default_factory=Counter)
-    objects_modified: Counter = field(default_factory=Counter)   # clipped / inverted_fixed
-    difficult_in: int = 0
-    difficult_written: int = 0
-    truncated_in: int = 0
-    truncated_written: int = 0
-    empty_annotations: int = 0          # XMLs (parsed, image found) with no <object>
-    images_written_without_objects: int = 0
-    class_counts: Counter = field(default_factory=Counter)
-    unknown_classes: Counter = field(default_factory=Counter)
-    image_lookup: Counter = field(default_factory=Counter)     # how each image was found
-    warnings: Counter = field(default_factory=Counter)         # size_mismatch, ...
-    images_without_annotation: List[str] = field(default_factory=list)
-    issues: List[Dict[str, Any]] = field(default_factory=list)
-    label_map: Dict[str, int] = field(default_factory=dict)
-    shards: List[Dict[str, Any]] = field(default_factory=list)
-    outputs: Dict[str, str] = field(default_factory=dict)
-    seconds: float = 0.0
+def _or(value: Any, factory: Any) -> Any:
+    """`value`, or a new empty container when it is None (dataclass default_factory)."""
+    return factory() if value is None else value
+
+
+class Report(Record):
+    def __init__(self, set_name: str, data_dir: str, annotations_dir: str, images_dir: str,
+                 split_file: Optional[str], options: Dict[str, Any], xml_files: int = 0,
+                 split_ids_without_xml: Optional[List[str]] = None, images_written: int = 0,
+                 images_skipped: Optional[Counter] = None, objects_in: int = 0,
+                 objects_written: int = 0, objects_dropped: Optional[Counter] = None,
+                 objects_modified: Optional[Counter] = None, difficult_in: int = 0,
+                 difficult_written: int = 0, truncated_in: int = 0, truncated_written: int = 0,
+                 empty_annotations: int = 0, images_written_without_objects: int = 0,
+                 class_counts: Optional[Counter] = None, unknown_classes: Optional[Counter] = None,
+                 image_lookup: Optional[Counter] = None, warnings: Optional[Counter] = None,
+                 images_without_annotation: Optional[List[str]] = None,
+                 issues: Optional[List[Dict[str, Any]]] = None,
+                 label_map: Optional[Dict[str, int]] = None,
+                 shards: Optional[List[Dict[str, Any]]] = None,
+                 outputs: Optional[Dict[str, str]] = None, seconds: float = 0.0) -> None:
+        self.set_name = set_name
+        self.data_dir = data_dir
+        self.annotations_dir = annotations_dir
+        self.images_dir = images_dir
+        self.split_file = split_file
+        self.options = options
+        self.xml_files = xml_files
+        self.split_ids_without_xml: List[str] = _or(split_ids_without_xml, list)
+        self.images_written = images_written
+        self.images_skipped: Counter = _or(images_skipped, Counter)
+        self.objects_in = objects_in
+        self.objects_written = objects_written
+        self.objects_dropped: Counter = _or(objects_dropped, Counter)
+        self.objects_modified: Counter = _or(objects_modified, Counter)  # clipped / inverted_fixed
+        self.difficult_in = difficult_in
+        self.difficult_written = difficult_written
+        self.truncated_in = truncated_in
+        self.truncated_written = truncated_written
+        self.empty_annotations = empty_annotations  # XMLs (parsed, image found) with no <object>
+        self.images_written_without_objects = images_written_without_objects
+        self.class_counts: Counter = _or(class_counts, Counter)
+        self.unknown_classes: Counter = _or(unknown_classes, Counter)
+        self.image_lookup: Counter = _or(image_lookup, Counter)  # how each image was found
+        self.warnings: Counter = _or(warnings, Counter)  # size_mismatch, ...
+        self.images_without_annotation: List[str] = _or(images_without_annotation, list)
+        self.issues: List[Dict[str, Any]] = _or(issues, list)
+        self.label_map: Dict[str, int] = _or(label_map, dict)
+        self.shards: List[Dict[str, Any]] = _or(shards, list)
+        self.outputs: Dict[str, str] = _or(outputs, dict)
+        self.seconds = seconds
 
     def issue(self, kind: str, xml: str, **kw: Any) -> None:
         self.issues.append({"kind": kind, "xml": xml, **kw})

@@ -4,31 +4,33 @@
 size, segmented, objects with name/pose/truncated/difficult/bndbox), with any
 <folder>/<path> values the caller wants (Windows paths, other machines' paths).
 """
-from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass, field
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 from xml.sax.saxutils import escape
 
-
-@dataclass
-class SynthObject:
-    name: str
-    box: Tuple[float, float, float, float]  # as written: xmin, ymin, xmax, ymax
-    difficult: int = 0
-    truncated: int = 0
-    pose: str = "Unspecified"
+from effdetlab._records import Record
 
 
-@dataclass
-class SynthImage:
-    stem: str
-    ext: str = ".jpg"
-    width: int = 500
-    height: int = 375
-    objects: List[SynthObject] = field(default_factory=list)
+class SynthObject(Record):
+    def __init__(self, name: str, box: Tuple[float, float, float, float], difficult: int = 0,
+                 truncated: int = 0, pose: str = "Unspecified") -> None:
+        self.name = name
+        self.box = box  # as written: xmin, ymin, xmax, ymax
+        self.difficult = difficult
+        self.truncated = truncated
+        self.pose = pose
+
+
+class SynthImage(Record):
+    def __init__(self, stem: str, ext: str = ".jpg", width: int = 500, height: int = 375,
+                 objects: Optional[List[SynthObject]] = None) -> None:
+        self.stem = stem
+        self.ext = ext
+        self.width = width
+        self.height = height
+        self.objects: List[SynthObject] = [] if objects is None else objects
 
 
 def _fmt(v: float) -> str:

@@ -21,15 +21,14 @@ efficientdet/dataset/create_pascal_tfrecord.py `dict_to_tf_example`:
 Records are framed by effdetlab.recordio (tensorflow's CRC-32C via ctypes, falling
 back to tf.io.TFRecordWriter).
 """
-from __future__ import annotations
 
 import hashlib
 import math
 import os
-from dataclasses import dataclass
 from typing import List, Sequence, Tuple
 
 from effdetlab import example_proto as ep
+from effdetlab._records import Record
 
 FEATURE_KEYS: Tuple[str, ...] = (
     "image/height", "image/width", "image/filename", "image/source_id", "image/key/sha256",
@@ -42,14 +41,15 @@ FEATURE_KEYS: Tuple[str, ...] = (
 SHARD_TARGET_BYTES = 100 * 1024 * 1024  # ~100 MiB per shard, the usual TFRecord advice
 
 
-@dataclass
-class ObjectOut:
-    name: str
-    label: int
-    box: Tuple[float, float, float, float]  # absolute (xmin, ymin, xmax, ymax), validated
-    difficult: int
-    truncated: int
-    pose: str
+class ObjectOut(Record):
+    def __init__(self, name: str, label: int, box: Tuple[float, float, float, float],
+                 difficult: int, truncated: int, pose: str) -> None:
+        self.name = name
+        self.label = label
+        self.box = box  # absolute (xmin, ymin, xmax, ymax), validated
+        self.difficult = difficult
+        self.truncated = truncated
+        self.pose = pose
 
 
 def feature_entries_head(encoded: bytes, image_format: str, filename: str, width: int, height: int,

@@ -13,14 +13,14 @@ an index of the images directory:
 
 This module imports neither tensorflow nor PIL, so it is cheap in worker processes.
 """
-from __future__ import annotations
 
 import os
 import re
 import unicodedata
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
+
+from effdetlab._records import Record
 
 IMAGE_EXTENSIONS: Tuple[str, ...] = (".jpg", ".jpeg", ".png")
 # Other raster formats are indexed so we can say "unsupported format" rather than "missing".
@@ -29,29 +29,33 @@ OTHER_IMAGE_EXTENSIONS: Tuple[str, ...] = (".bmp", ".gif", ".tif", ".tiff", ".we
 _SEP = re.compile(r"[\\/]+")
 
 
-@dataclass
-class VocObject:
+class VocObject(Record):
     """One <object> as written in the XML; coordinates are raw (not yet validated)."""
-    name: str
-    xmin: Optional[float]
-    ymin: Optional[float]
-    xmax: Optional[float]
-    ymax: Optional[float]
-    difficult: int = 0
-    truncated: int = 0
-    pose: str = "Unspecified"
-    problem: Optional[str] = None  # e.g. "missing <bndbox>", "non-numeric xmin"
+
+    def __init__(self, name: str, xmin: Optional[float], ymin: Optional[float],
+                 xmax: Optional[float], ymax: Optional[float], difficult: int = 0,
+                 truncated: int = 0, pose: str = "Unspecified", problem: Optional[str] = None) -> None:
+        self.name = name
+        self.xmin = xmin
+        self.ymin = ymin
+        self.xmax = xmax
+        self.ymax = ymax
+        self.difficult = difficult
+        self.truncated = truncated
+        self.pose = pose
+        self.problem = problem  # e.g. "missing <bndbox>", "non-numeric xmin"
 
 
-@dataclass
-class VocAnnotation:
-    xml_path: str
-    filename: str = ""           # <filename> text (may be a full path or lack an extension)
-    path: str = ""               # <path> text (labeller's machine path; only its basename is used)
-    folder: str = ""             # <folder> text (ignored for lookup; kept for the report)
-    width: int = 0               # <size> as written (0 when missing / unparsable)
-    height: int = 0
-    objects: List[VocObject] = field(default_factory=list)
+class VocAnnotation(Record):
+    def __init__(self, xml_path: str, filename: str = "", path: str = "", folder: str = "",
+                 width: int = 0, height: int = 0, objects: Optional[List[VocObject]] = None) -> None:
+        self.xml_path = xml_path
+        self.filename = filename  # <filename> text (may be a full path or lack an extension)
+        self.path = path          # <path> text (labeller's machine path; only its basename is used)
+        self.folder = folder      # <folder> text (ignored for lookup; kept for the report)
+        self.width = width        # <size> as written (0 when missing / unparsable)
+        self.height = height
+        self.objects: List[VocObject] = [] if objects is None else objects
 
 
 def _text(elem: Optional[ET.Element]) -> str:
@@ -126,11 +130,12 @@ def basename_any(path_text: str) -> str:
     return parts[-1] if parts else ""
 
 
-@dataclass
-class Resolution:
-    path: Optional[str]          # absolute path of the image, None when not found
-    how: str                     # "filename" | "path" | "xml_stem" | "stem:<candidate>" | "missing" | "ambiguous"
-    candidates: List[str] = field(default_factory=list)  # for "ambiguous": the clashing files
+class Resolution(Record):
+    def __init__(self, path: Optional[str], how: str, candidates: Optional[List[str]] = None) -> None:
+        self.path = path  # absolute path of the image, None when not found
+        self.how = how    # "filename" | "path" | "xml_stem" | "stem:<candidate>" | "missing" | "ambiguous"
+        # for "ambiguous": the clashing files
+        self.candidates: List[str] = [] if candidates is None else candidates
 
 
 class ImageIndex:

@@ -4,7 +4,6 @@ Stages: train (--detach: start in a new session, return at once), status, stop, 
 benchmark, infer, commands (print the automl command lines), crosscheck (bm by the stage
 vs by hand).  Exit: 0 ok, 1 automl failed (the named log says why), 2 bad input.
 """
-from __future__ import annotations
 
 import argparse
 import sys

@@ -16,7 +16,6 @@ crosscheck: the same bm measurement twice per thread count: once through the sta
 once by pasting the printed command into /bin/sh (what a person does by hand); writes
 run_dir/crosscheck.json with both latencies and their difference.
 """
-from __future__ import annotations
 
 import json
 import os
@@ -158,7 +157,8 @@ def crosscheck(c: Config) -> int:
         stage = measure(c, src, d, model, batch, threads, "bm", None, tfv)
         tag, argv, env, hw, _via, _dr = command_for(c, src, d, model, batch, threads, "bm", None)
         line = shell_line(argv, env, src.cwd)
-        hand = subprocess.run(["/bin/sh", "-c", line], capture_output=True, text=True,
+        hand = subprocess.run(["/bin/sh", "-c", line], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, universal_newlines=True,
                               timeout=c.timeout_s)
         ho = parse_benchmark(hand.stdout + "\n" + hand.stderr)
         with open(os.path.join(c.run_dir, "benchmark", "logs", tag + ".by-hand.log"), "w",

@@ -56,16 +56,15 @@ benchmark matrix.  Relative paths are resolved against the config file's folder.
     host                    socket.gethostname()          recorded in every record
   }
 """
-from __future__ import annotations
 
 import glob
 import json
 import os
 import socket
 import sys
-from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from effdetlab._records import Record
 from effdetlab.stages.errors import StageInputError
 
 MODEL_NAMES = tuple(f"efficientdet-d{i}" for i in range(8)) + ("efficientdet-d7x",)
@@ -89,57 +88,75 @@ _BENCH_KEYS = {"model_names", "batch_sizes", "threads", "modes", "bm_runs", "hpa
                "saved_models", "images", "host"}
 
 
-@dataclass
-class BenchConfig:
-    model_names: List[str]
-    batch_sizes: List[int]
-    threads: List[int]
-    modes: List[str]
-    bm_runs: int
-    hparams: Dict[str, Any]
-    saved_models: Dict[str, str]
-    images: Optional[str]
-    host: str
+class BenchConfig(Record):
+    def __init__(self, model_names: List[str], batch_sizes: List[int], threads: List[int],
+                 modes: List[str], bm_runs: int, hparams: Dict[str, Any],
+                 saved_models: Dict[str, str], images: Optional[str], host: str) -> None:
+        self.model_names = model_names
+        self.batch_sizes = batch_sizes
+        self.threads = threads
+        self.modes = modes
+        self.bm_runs = bm_runs
+        self.hparams = hparams
+        self.saved_models = saved_models
+        self.images = images
+        self.host = host
 
 
-@dataclass
-class Config:
-    run_dir: str
-    code_source: str = "pypi"
-    code_dir: Optional[str] = None
-    dialect: str = "auto"
-    python: str = sys.executable
-    device: str = "cpu"
-    env: Dict[str, str] = field(default_factory=dict)
-    model_name: str = "efficientdet-d0"
-    hparams: Dict[str, Any] = field(default_factory=dict)
-    train_file_pattern: Optional[str] = None
-    val_file_pattern: Optional[str] = None
-    val_json_file: Optional[str] = None
-    mode: str = "train_and_eval"
-    train_batch_size: int = 8
-    eval_batch_size: int = 1
-    eval_samples: int = 100
-    num_epochs: int = 1
-    num_examples_per_epoch: Optional[int] = None
-    ckpt: Optional[str] = None
-    backbone_ckpt: Optional[str] = None
-    model_dir: str = ""
-    save_checkpoints_steps: int = 100
-    log_every_n_steps: int = 1
-    strategy: Optional[str] = None
-    extra_train_flags: Dict[str, Any] = field(default_factory=dict)
-    saved_model_dir: str = ""
-    tflite: bool = True
-    tflite_path: str = ""
-    min_score_thresh: float = 0.4
-    export_batch_size: int = 1
-    image_size: Optional[Any] = None
-    infer_images: Optional[str] = None
-    infer_runmode: str = "saved_model_infer"
-    timeout_s: Optional[float] = None
-    benchmark: BenchConfig = None  # type: ignore[assignment]
-    config_path: Optional[str] = None
+class Config(Record):
+    def __init__(self, run_dir: str, code_source: str = "pypi", code_dir: Optional[str] = None,
+                 dialect: str = "auto", python: str = sys.executable, device: str = "cpu",
+                 env: Optional[Dict[str, str]] = None, model_name: str = "efficientdet-d0",
+                 hparams: Optional[Dict[str, Any]] = None,
+                 train_file_pattern: Optional[str] = None, val_file_pattern: Optional[str] = None,
+                 val_json_file: Optional[str] = None, mode: str = "train_and_eval",
+                 train_batch_size: int = 8, eval_batch_size: int = 1, eval_samples: int = 100,
+                 num_epochs: int = 1, num_examples_per_epoch: Optional[int] = None,
+                 ckpt: Optional[str] = None, backbone_ckpt: Optional[str] = None,
+                 model_dir: str = "", save_checkpoints_steps: int = 100,
+                 log_every_n_steps: int = 1, strategy: Optional[str] = None,
+                 extra_train_flags: Optional[Dict[str, Any]] = None, saved_model_dir: str = "",
+                 tflite: bool = True, tflite_path: str = "", min_score_thresh: float = 0.4,
+                 export_batch_size: int = 1, image_size: Optional[Any] = None,
+                 infer_images: Optional[str] = None, infer_runmode: str = "saved_model_infer",
+                 timeout_s: Optional[float] = None, benchmark: Optional[BenchConfig] = None,
+                 config_path: Optional[str] = None) -> None:
+        self.run_dir = run_dir
+        self.code_source = code_source
+        self.code_dir = code_dir
+        self.dialect = dialect
+        self.python = python
+        self.device = device
+        self.env: Dict[str, str] = {} if env is None else env
+        self.model_name = model_name
+        self.hparams: Dict[str, Any] = {} if hparams is None else hparams
+        self.train_file_pattern = train_file_pattern
+        self.val_file_pattern = val_file_pattern
+        self.val_json_file = val_json_file
+        self.mode = mode
+        self.train_batch_size = train_batch_size
+        self.eval_batch_size = eval_batch_size
+        self.eval_samples = eval_samples
+        self.num_epochs = num_epochs
+        self.num_examples_per_epoch = num_examples_per_epoch
+        self.ckpt = ckpt
+        self.backbone_ckpt = backbone_ckpt
+        self.model_dir = model_dir
+        self.save_checkpoints_steps = save_checkpoints_steps
+        self.log_every_n_steps = log_every_n_steps
+        self.strategy = strategy
+        self.extra_train_flags: Dict[str, Any] = {} if extra_train_flags is None else extra_train_flags
+        self.saved_model_dir = saved_model_dir
+        self.tflite = tflite
+        self.tflite_path = tflite_path
+        self.min_score_thresh = min_score_thresh
+        self.export_batch_size = export_batch_size
+        self.image_size = image_size
+        self.infer_images = infer_images
+        self.infer_runmode = infer_runmode
+        self.timeout_s = timeout_s
+        self.benchmark: BenchConfig = benchmark  # type: ignore[assignment]  # set by from_dict
+        self.config_path = config_path
 
     @property
     def train_steps(self) -> int:

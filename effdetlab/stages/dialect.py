@@ -14,14 +14,13 @@ Dialects (one set of our config keys drives both):
 will run and picks the names they define; optional flags a script does not define
 (e.g. --bm_runs, --tflite_path in some commits) are left out and reported.
 """
-from __future__ import annotations
 
 import os
 import re
 import subprocess
-from dataclasses import dataclass, field
-from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Tuple
+from typing import Any, Dict, FrozenSet, List, Mapping, NamedTuple, Optional, Tuple
 
+from effdetlab._records import Record
 from effdetlab.stages.config import Config, parse_image_size
 from effdetlab.stages.errors import StageInputError
 
@@ -31,8 +30,7 @@ SCRIPTS = ("main", "model_inspect")
 _DEFINE = re.compile(r"""DEFINE_\w+\(\s*(?:name\s*=\s*)?['"](\w+)['"]""")
 
 
-@dataclass(frozen=True)
-class Dialect:
+class Dialect(NamedTuple):  # immutable, like the frozen dataclass it replaces
     name: str
     train_pattern_flag: str
     val_pattern_flag: str
@@ -72,12 +70,14 @@ def detect(main_source: str, inspect_source: str = "") -> Dialect:
                    "use_tpu" in mf, mf, inf)
 
 
-@dataclass
-class CodeSource:
-    kind: str                      # "pypi" | "git"
-    python: str
-    script_dir: Optional[str] = None   # git: folder with main.py
-    files: Dict[str, str] = field(default_factory=dict)  # script -> source file (when found)
+class CodeSource(Record):
+    def __init__(self, kind: str, python: str, script_dir: Optional[str] = None,
+                 files: Optional[Dict[str, str]] = None) -> None:
+        self.kind = kind                # "pypi" | "git"
+        self.python = python
+        self.script_dir = script_dir    # git: folder with main.py
+        # script -> source file (when found)
+        self.files: Dict[str, str] = {} if files is None else files
 
     def argv(self, script: str) -> List[str]:
         if self.kind == "pypi":
@@ -109,7 +109,8 @@ def locate(c: Config) -> CodeSource:
             " p=u.find_spec(s); print(p.origin if p else '')\n")
     try:
         out = subprocess.run([c.python, "-c", code] + [f"{VENDORED}.{s}" for s in SCRIPTS],
-                             capture_output=True, text=True, timeout=120)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             universal_newlines=True, timeout=120)
     except OSError as e:
         raise StageInputError(f"python {c.python}: cannot run: {e}") from None
     paths = out.stdout.split("\n")[:len(SCRIPTS)] if out.returncode == 0 else []

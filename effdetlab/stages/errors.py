@@ -1,6 +1,5 @@
 """Errors of the stage runner.  `StageInputError` means bad input: the CLI prints its
 message on one line and exits 2.  `StageRunError` means automl ran and failed: exit 1."""
-from __future__ import annotations
 
 
 class StageInputError(Exception):

@@ -9,7 +9,6 @@ run_dir/export.json:
 Exit 0 when the saved_model loads and returns detections (a TFLite failure is reported in
 export.json and on stderr, not fatal); 1 when automl fails to export; 2 bad input.
 """
-from __future__ import annotations
 
 import json
 import os
@@ -35,7 +34,8 @@ def verify(c: Config, kind: str, path: str, hw: List[int]) -> Dict[str, Any]:
         env["CUDA_VISIBLE_DEVICES"] = "-1"
     try:
         out = subprocess.run([c.python, "-m", "effdetlab.stages.verify", kind, path,
-                              str(hw[0]), str(hw[1])], capture_output=True, text=True, env=env,
+                              str(hw[0]), str(hw[1])], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, universal_newlines=True, env=env,
                              timeout=600)
     except subprocess.TimeoutExpired:
         return {"ok": False, "reason": f"loading the {kind} took over 600 s"}

@@ -7,7 +7,6 @@ automl names its outputs 0.jpg, 1.jpg, ... in its glob order; saved_model_infer 
 order ("all_files= [...]"), `infer` does not, so there each output is matched to the input
 it was drawn on (smallest pixel difference).
 """
-from __future__ import annotations
 
 import json
 import os

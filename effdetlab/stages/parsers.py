@@ -5,13 +5,13 @@ Python logger ("INFO:tensorflow:loss = 5.77, step = 0") and once from absl's han
 ("I1130 02:20:27.066856 1406... basic_session_run_hooks.py:265] loss = 5.77, step = 0").
 `TrainLogParser` strips either prefix and de-duplicates.
 """
-from __future__ import annotations
 
 import ast
 import math
 import re
-from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+from effdetlab._records import Record
 
 _ABSL = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ [\w.]+:\d+\] ")
 _PYLOG = re.compile(r"^(?:INFO|WARNING|ERROR):tensorflow:")
@@ -46,8 +46,7 @@ def _json_num(v: Any) -> Any:
     return v
 
 
-@dataclass
-class TrainLogParser:
+class TrainLogParser(Record):
     """Feed lines; collect per-step records and events.
 
     A message repeated on the very next parsed line is the other handler's copy and is
@@ -55,9 +54,12 @@ class TrainLogParser:
     line, another event, or `flush()`), merging "loss = .., step = N" with the extra
     "box_loss = .., cls_loss = .., step = N" line.
     """
-    pending: Optional[Dict[str, Any]] = None
-    last_rate: Optional[float] = None
-    last_msg: Optional[str] = None
+
+    def __init__(self, pending: Optional[Dict[str, Any]] = None, last_rate: Optional[float] = None,
+                 last_msg: Optional[str] = None) -> None:
+        self.pending = pending
+        self.last_rate = last_rate
+        self.last_msg = last_msg
 
     def feed(self, line: str, now: float) -> List[Dict[str, Any]]:
         """Returns finished records: {"kind": "step"|"checkpoint"|"restore"|"eval"|"final", ...}."""
@@ -134,12 +136,13 @@ _THREADS = re.compile(r"^num_threads for benchmarking: (?P<n>\d+)\s*$")
 _RUNS = re.compile(r"^Start benchmark runs total=(?P<n>\d+)\s*$")
 
 
-@dataclass
-class BenchOutput:
-    latency_s: float
-    fps: float
-    threads_reported: Optional[int] = None
-    runs: Optional[int] = None
+class BenchOutput(Record):
+    def __init__(self, latency_s: float, fps: float, threads_reported: Optional[int] = None,
+                 runs: Optional[int] = None) -> None:
+        self.latency_s = latency_s
+        self.fps = fps
+        self.threads_reported = threads_reported
+        self.runs = runs
 
     @property
     def latency_ms(self) -> float:

@@ -1,5 +1,4 @@
 """Run one automl script as a child process: log everything, hand each line to a callback."""
-from __future__ import annotations
 
 import json
 import os
@@ -9,18 +8,19 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional
+
+from effdetlab._records import Record
 
 LineFn = Callable[[str, float], None]
 
 
-@dataclass
-class RunResult:
-    returncode: int
-    duration_s: float
-    timed_out: bool
-    output: str  # this run's output (also in the log file)
+class RunResult(Record):
+    def __init__(self, returncode: int, duration_s: float, timed_out: bool, output: str) -> None:
+        self.returncode = returncode
+        self.duration_s = duration_s
+        self.timed_out = timed_out
+        self.output = output  # this run's output (also in the log file)
 
 
 def shell_line(argv: List[str], env: Mapping[str, str], cwd: Optional[str] = None) -> str:
@@ -115,7 +115,7 @@ def tf_version(python: str) -> Optional[str]:
     """TensorFlow's version as the automl interpreter sees it, from package metadata (no import)."""
     code = ("try:\n"
             "  import importlib.metadata as m; v = m.version; E = m.PackageNotFoundError\n"
-            "except ImportError:\n"  # Python 3.7 (the 2020 TF 2.1 era)
+            "except ImportError:\n"  # Python 3.6/3.7 (the 2020 TF 2.1 era)
             "  import pkg_resources as r; v = lambda d: r.get_distribution(d).version\n"
             "  E = r.DistributionNotFound\n"
             "for d in ('tensorflow','tensorflow-cpu','tensorflow-gpu','tf-nightly','intel-tensorflow'):\n"

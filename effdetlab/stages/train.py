@@ -13,7 +13,6 @@ Files in run_dir:
 Resume: run train again with the same model_dir; the estimator restores the latest
 checkpoint and the global step continues (progress records carry the new attempt).
 """
-from __future__ import annotations
 
 import json
 import os

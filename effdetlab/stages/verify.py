@@ -5,7 +5,6 @@
 
 Prints one JSON object: {"ok": bool, "detections_shape": [...], "reason": ...}.
 """
-from __future__ import annotations
 
 import json
 import os
