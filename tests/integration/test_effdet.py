@@ -99,6 +99,27 @@ def test_second_run_changes_nothing(effdet_run):
     assert again.changed() == 0, again.output[-4000:]
 
 
+def test_status_reports_every_host(effdet_run):
+    """playbooks/status.yml, read-only: per host the GPUs, the image, the container, the training and the
+    benchmark, printed and written as JSON and Markdown on the controller."""
+    before = set((REPO / "results").glob("status-*.json"))
+    run = run_playbook("playbooks/status.yml")
+    assert run.rc == 0, run.output[-4000:]
+    assert run.changed() == 0, run.output[-4000:]
+    (report,) = set((REPO / "results").glob("status-*.json")) - before
+    rows = {r["host"]: r for r in json.loads(report.read_text())}
+    assert set(rows) == set(effdet_run["hosts"])
+    for host, row in rows.items():
+        assert row["gpus"] == [] and row["gpu_note"] == "no nvidia-smi", row
+        assert row["image"].startswith("effdet-lab/lab:cpu-"), row
+        assert row["container"].startswith("running since "), row
+        assert row["training"]["state"] == "finished" and row["training"]["global_step"] > 0, row
+        assert isinstance(row["benchmark"], float) and row["benchmark"] > 0, row
+        assert f"{host}: GPUs 0 (no nvidia-smi); image effdet-lab/lab:cpu-" in " ".join(run.output.split())
+    table = report.with_suffix(".md").read_text()
+    assert all(f"| {host} | 0 | effdet-lab/lab:cpu-" in table for host in rows), table
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"effdet_tasks_model_name": "efficientdet-d9"}, "effdet_tasks_model_name must be one of"),
     ({"effdet_tasks_dataset_src": "/nonexistent/voc"}, "The dataset folder /nonexistent/voc does not exist"),
@@ -152,7 +173,9 @@ def test_git_source_checks_out_the_pinned_commit_from_a_mirror(effdet_run, tmp_p
         tmp_path, effdet_tasks_code_source="git", effdet_tasks_git_version=pinned,
         effdet_tasks_git_url="http://effdet-lab-apt:8080/git/automl.git"))
     assert run.rc != 0
-    assert "no main.py + model_inspect.py there" in " ".join(run.output.split()), run.output[-3000:]
+    said = " ".join(run.output.split())
+    assert "no main.py + model_inspect.py there" in said, run.output[-3000:]
+    assert f"starting training on {host} failed (exit 2): effdetlab.stages train: error: code_dir" in said, said[-3000:]
     checked_out = subprocess.run(["docker", "exec", f"effdet-lab-host-{host.rsplit('-', 1)[1]}", "git", "-C",
                                   "/srv/effdet-lab/data/effdet-lab/automl", "rev-parse", "HEAD"],
                                  capture_output=True, text=True, check=True).stdout.strip()
