@@ -84,6 +84,21 @@ def test_tag_carries_the_context_hash(lab_deployed):
         assert ref.startswith("effdet-lab/lab:cpu-") and len(ref.rsplit("-", 1)[1]) == 12, ref
 
 
+def test_effdet_python_packages_are_in_the_image(lab_deployed):
+    """The profile's pinned packages (what automl's EfficientDet imports, tflite-model-maker without its
+    dependencies) are installed by the image build and importable by the lab user."""
+    host = lab_deployed["hosts"][0]
+    dockerfile = host_sh(host, "cat /var/lib/effdet-lab/image-context/cpu/Dockerfile").stdout
+    assert "python3 -m pip install --no-cache-dir --no-deps tflite-model-maker==0.4.3" in dockerfile
+    assert "pycocotools==2.0.8" in dockerfile and "tensorflow-model-optimization==0.7.5" in dockerfile
+    probe = ("import importlib.util as u; "
+             "print(all(u.find_spec(m) for m in ('pycocotools', 'lxml', 'yaml', 'tensorflow_model_optimization', "
+             "'tensorflow_examples.lite.model_maker.third_party.efficientdet.model_inspect')))")
+    assert in_container(host, f'python3 -c "{probe}"', user=USER).stdout.strip() == "True"
+    history = host_sh(host, f"docker history --no-trunc --format '{{{{.CreatedBy}}}}' {image_ref(host)}").stdout
+    assert "--no-deps tflite-model-maker==0.4.3" in history
+
+
 def test_user_uid_gid(lab_deployed):
     for host in lab_deployed["hosts"]:
         out = in_container(host, "id lcg; getent passwd lcg").stdout

@@ -15,7 +15,8 @@ INTERNAL_ROLES = {"apt_signed_source"}
 
 def public_role_options() -> list[tuple[str, str]]:
     options = []
-    for spec_file in sorted(REPO.glob("roles/*/meta/argument_specs.yml")):
+    spec_files = sorted(REPO.glob("roles/*/meta/argument_specs.yml")) + [REPO / "effdet_tasks/meta/argument_specs.yml"]
+    for spec_file in spec_files:
         role = spec_file.parts[-3]
         if role in INTERNAL_ROLES:
             continue
@@ -39,4 +40,4 @@ def test_example_parses_as_an_inventory(tmp_path):
     inventory.write_text(EXAMPLE.read_text())
     out = subprocess.run([str(Path(sys.executable).with_name("ansible-inventory")), "-i", str(inventory), "--list"],
                          capture_output=True, text=True, check=True, cwd=REPO).stdout
-    assert "gpu-h100-01" in out and "docker_daemon_registry_mirrors" in out
+    assert "gpu-h100-01" in out and "docker_daemon_registry_mirrors" in out and "effdet_tasks_dataset_src" in out

@@ -104,7 +104,7 @@ def _check(paths: List[str]) -> Tuple[int, Optional[str], List[str], set, str]:
 def test_vermin_min_version_of_effdetlab_is_36() -> None:
     """Every module of the package: the container ones (stages, convert and what it imports)
     and the controller's benchreport/synth, which cost nothing to keep 3.6-clean."""
-    pytest.importorskip("vermin", reason="vermin is pinned in requirements.txt")
+    import vermin  # noqa: F401  (pinned in requirements.txt: a missing one is a failure, not a skip)
     files = sorted(str(p) for p in PKG.rglob("*.py") if "__pycache__" not in p.parts)
     assert len(files) >= 25
     rc, minimum, offending, analysed, out = _check(files)
@@ -117,7 +117,7 @@ def test_vermin_min_version_of_effdetlab_is_36() -> None:
 
 def test_vermin_flags_37_constructs(tmp_path: Path) -> None:
     """The static check is live: the constructs this package used to have are caught."""
-    pytest.importorskip("vermin", reason="vermin is pinned in requirements.txt")
+    import vermin  # noqa: F401  (pinned in requirements.txt: a missing one is a failure, not a skip)
     bad = tmp_path / "bad.py"
     bad.write_text("from __future__ import annotations\nimport dataclasses\nimport subprocess\n"
                    "r = subprocess.run(['true'], capture_output=True, text=True)\n"
@@ -906,3 +906,41 @@ def test_py36_and_this_python_agree(py36: Dict[str, Any], py_here: Dict[str, Any
         assert a.get(key) == b.get(key), key
     assert py36["convert"]["files"] == py_here["convert"]["files"]
     assert py36["convert"]["pool_files"] == py_here["convert"]["pool_files"]
+
+
+# ----------------------------------------------------------------------------- 3. the tf2.1-gpu profile's pins
+
+def test_tf21_profile_pins_install_and_import_on_python36(tmp_path: Path) -> None:
+    """The lab image's tf2.1-gpu profile installs what automl's EfficientDet imports into the image's
+    Python 3.6 (roles/lab_image/defaults/main.yml). Here: the same pins, in the same order, into a
+    fresh 3.6 venv from PyPI (or PIP_INDEX_URL), then imported. pycocotools builds from source, as
+    it must in the image (no cp36 wheel)."""
+    import yaml
+    py36 = _find_py36()
+    if py36 is None:
+        pytest.skip("no Python 3.6 interpreter (looked for /root/.pyenv/versions/3.6*/bin/python3.6 "
+                    "and python3.6 on PATH)")
+    profile = yaml.safe_load((REPO / "roles" / "lab_image" / "defaults" / "main.yml").read_text())[
+        "lab_image_profiles"]["tf2.1-gpu"]
+    venv = tmp_path / "venv"
+    subprocess.run([py36, "-m", "venv", str(venv)], check=True)
+    # As the Dockerfile runs it (--no-cache-dir, not PIP_NO_CACHE_DIR: old pips choke on that).
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-cache-dir", "--disable-pip-version-check"]
+    # Only PyPI (or PIP_INDEX_URL) and the CA: not this machine's pip.conf (local wheel folders).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    for name in ("PIP_INDEX_URL", "PIP_CERT"):
+        if os.environ.get(name):
+            env[name] = os.environ[name]
+    if "PIP_CERT" not in env and os.path.isfile("/etc/ssl/certs/ca-certificates.crt"):
+        env["PIP_CERT"] = "/etc/ssl/certs/ca-certificates.crt"
+    # What the TF 2.1 image already has: a pip of January 2020, and numpy, which pycocotools builds with.
+    steps = [["pip==20.0.2"], ["numpy==1.18.1"], profile["pip_build_packages"], profile["pip_packages"]]
+    for packages in steps:
+        if packages:
+            proc = subprocess.run(pip + packages, capture_output=True, text=True, env=env, check=False)
+            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    probe = ("import absl, lxml.etree, yaml, PIL, matplotlib, pycocotools.coco, pycocotools.mask, sys;"
+             "print(sys.version_info[:2], pycocotools.mask.iou.__name__)")
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True, check=False)
+    assert out.returncode == 0 and out.stdout.strip() == "(3, 6) iou", out.stdout + out.stderr
