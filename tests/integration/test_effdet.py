@@ -114,10 +114,14 @@ def test_status_reports_every_host(effdet_run):
         assert row["image"].startswith("effdet-lab/lab:cpu-"), row
         assert row["container"].startswith("running since "), row
         assert row["training"]["state"] == "finished" and row["training"]["global_step"] > 0, row
-        assert isinstance(row["benchmark"], float) and row["benchmark"] > 0, row
-        assert f"{host}: GPUs 0 (no nvidia-smi); image effdet-lab/lab:cpu-" in " ".join(run.output.split())
+        bench = row["benchmark"]
+        assert bench["model"] == "efficientdet-d0" and bench["mode"] in ("bm", "e2e") and bench["latency_ms"] > 0, row
+        said = " ".join(run.output.split())
+        assert f"{host}: GPUs 0 (no nvidia-smi); image effdet-lab/lab:cpu-" in said
+        assert f"last benchmark efficientdet-d0 {bench['mode']} batch {bench['batch']}" in said, said[-3000:]
     table = report.with_suffix(".md").read_text()
     assert all(f"| {host} | 0 | effdet-lab/lab:cpu-" in table for host in rows), table
+    assert table.count("| efficientdet-d0 ") == len(rows), table
 
 
 @pytest.mark.parametrize("overrides, message", [

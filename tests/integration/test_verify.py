@@ -17,4 +17,8 @@ def test_verify_passes_and_runs_the_lab_container_checks(lab_deployed):
         # The no-GPU checks ran (and passed) on every host, and so did the lab container's.
         assert any("no_gpu" in name and host in name for name in ran), ran
         assert any("lab_" in name and host in name for name in ran), ran
-    assert (latest / "summary.md").exists()
+    summary = (latest / "summary.md").read_text()
+    for host in lab_deployed["hosts"]:
+        passed = sum(1 for name in ran if name.endswith(f"[ansible://{host}]"))
+        assert f"| {host} | {passed} | 0 |" in summary, summary
+    assert "\\n" not in summary and summary.count("\n") > 10, "one line per line, not escaped"
