@@ -136,3 +136,27 @@ def test_sshd_effective_config(lab_deployed):
                      "authenticationmethods publickey", "allowusers lcg"):
             assert line in conf, line
         assert in_container(host, "test -d /run/sshd").returncode == 0
+
+
+def test_older_images_are_pruned_but_not_the_ones_in_use(lab_deployed):
+    """After a rebuild, older images of the profile go, except the newest lab_image_keep_previous and any
+    that a container uses; the current image and the profile's moving tag stay. Three stand-ins for
+    earlier builds are made on one host (the last one used by a stopped container)."""
+    host = lab_deployed["hosts"][0]
+    current = image_ref(host)
+    fakes = [f"effdet-lab/lab:cpu-00000000000{i}" for i in range(3)]
+    for i, tag in enumerate(fakes):
+        host_sh(host, f"printf 'FROM {current}\\nLABEL effdet-lab.test=stale-{i}\\n' | docker build -q -t {tag} -")
+        time.sleep(1.1)  # distinct creation times, oldest first
+    host_sh(host, f"docker create --name effdet-lab-test-old-user {fakes[2]} true")
+    try:
+        run = run_playbook("playbooks/image.yml", "--limit", host)
+        assert run.rc == 0, run.output[-3000:]
+        left = set(host_sh(host, "docker images --format '{{.Repository}}:{{.Tag}}' effdet-lab/lab").stdout.split())
+        # fakes[2] is in use; of the others the newest (fakes[1]) is kept, fakes[0] is removed.
+        assert fakes[0] not in left and {fakes[1], fakes[2], current, "effdet-lab/lab:cpu"} <= left, left
+        again = run_playbook("playbooks/image.yml", "--limit", host)
+        assert again.rc == 0 and again.changed() == 0, again.output[-3000:]
+    finally:
+        host_sh(host, "docker rm -f effdet-lab-test-old-user", check=False)
+        host_sh(host, f"docker rmi -f {' '.join(fakes)}", check=False)
