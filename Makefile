@@ -14,16 +14,25 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test lint setup venv clean distclean
 
+# A venv is made once, by whichever python3 comes first on PATH; later
+# changes to the requirements only run pip in it. Re-running `venv` over a
+# venv made by another python3 would point it at the wrong standard library.
+define make_venv
+	@if ! $(1)/bin/python -c 'import json, math, ssl' >/dev/null 2>&1; then \
+	  $(PYTHON) -m venv --help >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq python3-venv; }; \
+	  echo "$(PYTHON) -m venv --clear $(1)"; $(PYTHON) -m venv --clear $(1); \
+	fi
+endef
+
 $(BIN)/.installed: requirements.txt
-	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq python3-venv; }
-	$(PYTHON) -m venv $(VENV)
+	$(call make_venv,$(VENV))
 	$(BIN)/pip install -q -r requirements.txt
 	@touch $@
 
 venv: $(BIN)/.installed
 
 $(EFFDET_BIN)/.installed: requirements-effdet.txt requirements-effdet-nodeps.txt
-	$(PYTHON) -m venv .venv-effdet
+	$(call make_venv,.venv-effdet)
 	$(EFFDET_BIN)/pip install -q -r requirements-effdet.txt
 	$(EFFDET_BIN)/pip install -q --no-deps -r requirements-effdet-nodeps.txt
 	@touch $@
