@@ -20,6 +20,9 @@ from ansible.utils.display import Display
 display = Display()
 
 ENDED = ("finished", "failed", "stopped")
+# Consecutive polls whose status could not be read (the container restarting,
+# a dropped connection) before following gives up.
+STATUS_TRIES = 6
 
 
 class ActionModule(ActionBase):
@@ -59,9 +62,19 @@ class ActionModule(ActionBase):
         poll = max(1, int(args.get("poll_seconds", 15)))
         deadline = time.monotonic() + 60 * float(args.get("timeout_minutes", 720))
         last_line = ""
+        misses = 0
         try:
             while True:
-                status = self._status(args, task_vars)
+                try:
+                    status = self._status(args, task_vars)
+                except (RuntimeError, ValueError) as exc:
+                    misses += 1
+                    if misses >= STATUS_TRIES:
+                        raise
+                    display.display(f"  [effdet] {host}: no status ({str(exc)[:120]}); asking again in {poll} s")
+                    time.sleep(poll)
+                    continue
+                misses = 0
                 last = self._copy_progress(args, task_vars)
                 line = (f"{host}: {status.get('state')}, step {status.get('global_step', '-')}"
                         f"/{status.get('train_steps', '?')}" + (f", loss {last.get('loss')}" if last else ""))
@@ -76,7 +89,8 @@ class ActionModule(ActionBase):
                                    "it keeps running in the container: run the train stage again to follow it"}
                 time.sleep(poll)
         except (RuntimeError, ValueError) as exc:
-            return {**result, "failed": True, "msg": f"could not follow training on {host}: {exc}"}
+            return {**result, "failed": True,
+                    "msg": f"could not follow training on {host} ({STATUS_TRIES} tries): {exc}"}
         return {**result, "changed": False, "status": status, "last_progress": last,
                 "failed": status.get("state") != "finished",
                 "msg": line if status.get("state") == "finished" else

@@ -148,7 +148,23 @@ def read_json(path: str) -> Any:
         return None
 
 
-def pid_alive(pid: Optional[int]) -> bool:
+def proc_start(pid: Optional[int]) -> Optional[str]:
+    """The process's start time in clock ticks since boot (/proc/<pid>/stat field 22), or None.
+
+    With the pid it names one process: a pid alone may be reused, e.g. after the lab
+    container restarted and its processes were numbered anew."""
+    if not pid:
+        return None
+    try:
+        with open("/proc/{}/stat".format(pid), encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def pid_alive(pid: Optional[int], start: Optional[str] = None) -> bool:
+    """Whether the process runs; with `start` (proc_start's value when it was recorded),
+    whether that same process still runs and not a later one that got its pid."""
     if not pid:
         return False
     try:
@@ -156,7 +172,9 @@ def pid_alive(pid: Optional[int]) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
+    if start is not None and proc_start(pid) not in (None, start):
+        return False
     # a zombie (exited, not yet reaped) is not running
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as f:

@@ -27,7 +27,7 @@ from effdetlab.stages import dialect as dl
 from effdetlab.stages.config import Config
 from effdetlab.stages.errors import StageInputError
 from effdetlab.stages.parsers import TrainLogParser, last_error
-from effdetlab.stages.runner import (eprint, pid_alive, read_json, run_logged, shell_line,
+from effdetlab.stages.runner import (eprint, pid_alive, proc_start, read_json, run_logged, shell_line,
                                      write_json)
 
 PKG_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -56,7 +56,7 @@ def current_status(c: Config) -> Dict[str, Any]:
         if time.time() - float(st.get("started") or 0) > 60:  # the supervisor never came up
             st = dict(st, state="failed", exit_code=None,
                       reason=f"detached train never started; see {p['supervisor_log']}")
-    elif st.get("state") in ("starting", "running") and not pid_alive(st.get("pid")):
+    elif st.get("state") in ("starting", "running") and not pid_alive(st.get("pid"), st.get("pid_start")):
         st = dict(st, state="failed", exit_code=None,
                   reason=f"train process {st.get('pid')} is gone without recording an exit status "
                          f"(killed, or the container restarted); run train again to resume")
@@ -124,7 +124,8 @@ def run(c: Config) -> int:
     attempt = int(prev.get("attempt") or 1) if launched else int(prev.get("attempt") or 0) + 1
     resumed_from = cfgmod.latest_checkpoint(c.model_dir)
     status: Dict[str, Any] = {
-        "state": "running", "pid": os.getpid(), "child_pid": None, "attempt": attempt,
+        "state": "running", "pid": os.getpid(), "pid_start": proc_start(os.getpid()), "child_pid": None,
+        "attempt": attempt,
         "started": time.time(), "detached": launched,
         "resumed_from": resumed_from, "last_step": None, "last_loss": None, "exit_code": None,
         "train_steps": c.train_steps, "model_dir": c.model_dir, "log": p["log"]}

@@ -182,3 +182,23 @@ def test_finish_example_roundtrip(tmp_path) -> None:
     assert list(f["image/object/bbox/xmax"].float_list.value) == [pytest.approx(0.5)]
     from effdetlab.tfrecord import FEATURE_KEYS
     assert sorted(f.keys()) == sorted(FEATURE_KEYS)
+
+
+def test_pid_alive_tells_a_reused_pid_from_the_recorded_process():
+    """A training supervisor is recorded with its pid and start time: after the lab container restarts,
+    a new process that got the same pid is not taken for the old training."""
+    import subprocess
+    import sys
+    from effdetlab.stages.runner import pid_alive, proc_start
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        start = proc_start(child.pid)
+        assert start is not None and start.isdigit()
+        assert pid_alive(child.pid) and pid_alive(child.pid, start)
+        assert not pid_alive(child.pid, str(int(start) - 1)), "same pid, another start time: another process"
+        assert proc_start(os.getpid()) != start
+    finally:
+        child.kill()
+        child.wait()
+    assert not pid_alive(child.pid) and not pid_alive(child.pid, start)
+    assert proc_start(child.pid) is None and not pid_alive(None)

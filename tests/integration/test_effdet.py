@@ -11,11 +11,13 @@ import math
 import os
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_playbook
+from conftest import INVENTORY, REPO, docker_sh, run_playbook
 
 RUN = f"pytest-{os.getpid()}"
 RESULTS = REPO / "results" / "effdet" / RUN
@@ -189,3 +191,46 @@ def test_git_source_checks_out_the_pinned_commit_from_a_mirror(effdet_run, tmp_p
         tmp_path, effdet_tasks_code_source="git", effdet_tasks_git_version=pinned,
         effdet_tasks_git_url="http://effdet-lab-apt:8080/git/automl.git", effdet_tasks_hparams={"image_size": 256}))
     assert export.rc != 0 and "Run the train stage first" in " ".join(export.output.split()), export.output[-3000:]
+
+
+def test_training_killed_with_its_container_resumes_on_the_next_run(effdet_run, tmp_path):
+    """The lab container dies mid-training (docker kill, as in a crash or a power cut). The play reports
+    the failed training; the next run of the same play starts training again, which resumes from the
+    last checkpoint and finishes, its step count continuing."""
+    host = effdet_run["hosts"][0]
+    sim = f"effdet-lab-host-{host.rsplit('-', 1)[1]}"
+    run_name = f"{RUN}-resume"
+    args = ["-i", str(INVENTORY), "playbooks/effdet.yml", "--limit", host, "--tags", "data,train", "-e", extra_vars(
+        tmp_path, effdet_tasks_run_name=run_name, effdet_tasks_num_examples_per_epoch=48,
+        effdet_tasks_save_checkpoints_steps=2, effdet_tasks_train_poll_seconds=2)]
+    env = {**os.environ, "ANSIBLE_NOCOLOR": "1"}
+    play = subprocess.Popen([str(Path(sys.executable).with_name("ansible-playbook")), *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    runs = f"/srv/effdet-lab/data/effdet-lab/runs/{run_name}"
+    deadline = time.monotonic() + 600
+    while True:
+        ckpts = docker_sh(sim, f"ls {runs}/train-*/model/ 2>/dev/null || true").stdout.split()
+        steps = [int(n.split("-")[1].split(".")[0]) for n in ckpts if n.startswith("model.ckpt-") and n.endswith(".index")]
+        if any(step > 0 for step in steps):
+            break
+        assert play.poll() is None, (play.stdout.read() if play.stdout else "")[-3000:]
+        assert time.monotonic() < deadline, "no checkpoint past step 0 within 10 minutes"
+        time.sleep(1)
+    docker_sh(sim, "docker kill effdet-lab >/dev/null; sleep 1; docker start effdet-lab >/dev/null || true")
+    first_output = play.communicate(timeout=600)[0]
+    assert play.returncode != 0, first_output[-3000:]
+    said = " ".join(first_output.split())
+    assert "training failed: train process" in said and "is gone without recording an exit status" in said, \
+        first_output[-3000:]
+
+    again = run_playbook(*args[2:])
+    assert again.rc == 0, again.output[-4000:]
+    results = REPO / "results" / "effdet" / run_name / host / "train"
+    status = json.loads((results / "train_status.json").read_text())
+    assert status["state"] == "finished" and status["attempt"] == 2, status
+    resumed_at = int(status["resumed_from"].rsplit("-", 1)[1])
+    assert 0 < resumed_at < 12 and status["global_step"] == 12, status
+    progress = [json.loads(line) for line in (results / "progress.jsonl").read_text().splitlines() if line.strip()]
+    assert {p["attempt"] for p in progress} == {1, 2}
+    assert [p["step"] for p in progress if p["attempt"] == 2][0] == resumed_at
+    assert "Restoring parameters from" in (results / "train.log").read_text()
