@@ -151,7 +151,8 @@ def main(argv: Any = None) -> int:
     if not os.path.isdir(a.results_dir):
         print(f"effdetlab.benchreport: error: {a.results_dir} is not a folder", file=sys.stderr)
         return 2
-    files = find_files(a.results_dir)
+    own = os.path.abspath(a.out + ".json")  # this report's last output is not an input
+    files = [f for f in find_files(a.results_dir) if os.path.abspath(f) != own]
     if not files:
         print(f"effdetlab.benchreport: error: no benchmark.json under {a.results_dir}", file=sys.stderr)
         return 2

@@ -62,3 +62,17 @@ def test_no_results_is_exit_2(tmp_path):
     write(tmp_path, "a", [rec("h", "bm", 1, None, ok=False)])
     r = run_cli("-m", "effdetlab.benchreport", str(tmp_path), "--out", str(tmp_path / "r"))
     assert r.returncode == 2 and "no successful measurement" in r.stderr
+
+
+def test_report_written_inside_the_results_folder_is_not_read_back(tmp_path):
+    """effdet_tasks writes the report as <results>/<run>/benchmark.{md,png,json}, inside the folder it
+    reads: a second merge must see the hosts' files only, with no warning about its own output."""
+    write(tmp_path, "lab-a/benchmark/d0-b1", [rec("lab-a", "bm", 1, 20.0)])
+    write(tmp_path, "lab-b/benchmark/d0-b2", [rec("lab-b", "bm", 1, 30.0, batch=2)])
+    for _ in range(2):
+        r = run_cli("-m", "effdetlab.benchreport", str(tmp_path), "--out", str(tmp_path / "benchmark"))
+        assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+        assert json.loads(r.stdout)["files"] == 2
+    merged = json.loads((tmp_path / "benchmark.json").read_text())
+    assert len(merged["files"]) == 2 and {row["host"] for row in merged["rows"]} == {"lab-a", "lab-b"}
+    assert "2 benchmark.json file(s)" in (tmp_path / "benchmark.md").read_text()
