@@ -100,43 +100,50 @@ def markdown(rows: List[Dict[str, Any]], failed: List[Dict[str, Any]], n_files: 
 
 
 def plot(rows: List[Dict[str, Any]], path: str) -> None:
+    """Horizontal bars, one per (configuration, host) measured, grouped by configuration and
+    coloured by host: the figure grows in height with the rows and stays readable."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     hosts = sorted({r["host"] for r in rows})
-    configs = []
+    colours = {h: plt.get_cmap("tab10")(i % 10) for i, h in enumerate(hosts)}
+    groups: Dict[Tuple, Dict[str, float]] = {}
     for r in rows:
         c = (r["model"].replace("efficientdet-", ""), r["mode"], r["device"], r["batch"], r["threads"])
-        if c not in configs:
-            configs.append(c)
-    width = 0.8 / max(1, len(hosts))
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(configs) * max(1, len(hosts)) + 2), 4.5))
-    for i, h in enumerate(hosts):
-        xs, ys = [], []
-        for j, c in enumerate(configs):
-            vals = [r["latency_ms"] for r in rows if r["host"] == h and
-                    (r["model"].replace("efficientdet-", ""), r["mode"], r["device"], r["batch"],
-                     r["threads"]) == c]
-            if vals:
-                xs.append(j + (i - (len(hosts) - 1) / 2) * width)
-                ys.append(min(vals))
-        bars = ax.bar(xs, ys, width=width, label=h)
-        for b, y in zip(bars, ys):
-            ax.annotate(f"{y:.0f}" if y >= 10 else f"{y:.1f}", (b.get_x() + b.get_width() / 2, y),
-                        ha="center", va="bottom", fontsize=7)
-    ax.set_xticks(range(len(configs)))
-    ax.set_xticklabels([f"{m} {mode}\n{dev} b{b} t{t or 'def'}" for m, mode, dev, b, t in configs],
-                       fontsize=8)
-    ax.set_ylabel("latency per batch (ms)")
+        per_host = groups.setdefault(c, {})
+        per_host[r["host"]] = min(r["latency_ms"], per_host.get(r["host"], r["latency_ms"]))
+    ys, widths, bar_colours, ticks, labels = [], [], [], [], []
+    y = 0.0
+    for (m, mode, dev, b, t), per_host in groups.items():
+        first = y
+        for h in hosts:
+            if h in per_host:
+                ys.append(y)
+                widths.append(per_host[h])
+                bar_colours.append(colours[h])
+                y += 1.0
+        ticks.append((first + y - 1.0) / 2)
+        labels.append(f"{m} {mode} {dev} batch {b}, {t or 'default'} thread(s)")
+        y += 0.6  # a gap between configurations
+    fig, ax = plt.subplots(figsize=(9.0, 1.6 + 0.26 * len(ys) + 0.12 * len(groups)))
+    bars = ax.barh(ys, widths, color=bar_colours, height=0.85)
+    for bar, w in zip(bars, widths):
+        ax.annotate(f"{w:.0f}" if w >= 10 else f"{w:.1f}", (w, bar.get_y() + bar.get_height() / 2),
+                    xytext=(3, 0), textcoords="offset points", va="center", fontsize=7)
+    ax.set_yticks(ticks)
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.invert_yaxis()
     lats = [r["latency_ms"] for r in rows]
     if max(lats) / min(lats) > 20:  # GPU next to CPU: only a log axis shows both
-        ax.set_yscale("log")
-        ax.set_ylabel("latency per batch (ms, log scale)")
+        ax.set_xscale("log")
+        ax.set_xlabel("latency per batch (ms, log scale)")
     else:
-        ax.set_ylim(0, max(lats) * 1.12)
-    ax.set_title("EfficientDet latency (automl model_inspect timer)")
-    ax.legend(fontsize=8, title="host")
+        ax.set_xlim(0, max(lats) * 1.12)
+        ax.set_xlabel("latency per batch (ms)")
+    ax.set_title("EfficientDet latency (automl model_inspect timer)", fontsize=10)
+    ax.legend(handles=[matplotlib.patches.Patch(color=colours[h], label=h) for h in hosts],
+              fontsize=8, title="host", loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
