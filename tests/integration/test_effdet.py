@@ -101,6 +101,15 @@ def test_second_run_changes_nothing(effdet_run):
     assert again.changed() == 0, again.output[-4000:]
 
 
+def test_site_check_mode_with_diff_changes_nothing(effdet_run):
+    """The whole site.yml in check mode with --diff, on hosts where everything has converged: every
+    stage runs its read-only path and reports no change."""
+    run = run_playbook("site.yml", "--check", "--diff", "-e", extra_vars(effdet_run["tmp"]))
+    assert run.rc == 0, run.output[-4000:]
+    assert run.changed() == 0, run.output[-4000:]
+    assert set(effdet_run["hosts"]) <= set(run.recap), run.recap
+
+
 def test_status_reports_every_host(effdet_run):
     """playbooks/status.yml, read-only: per host the GPUs, the image, the container, the training and the
     benchmark, printed and written as JSON and Markdown on the controller."""
