@@ -6,8 +6,15 @@ import os as _os
 import sys as _sys
 from pathlib import Path as _Path
 
-# The venv's tools (ansible-playbook and the siblings it starts by name) come
-# first on PATH, whether or not the venv was activated.
-_VENV_BIN = str(_Path(_sys.executable).parent)
-if _os.environ.get("PATH", "").split(_os.pathsep)[0] != _VENV_BIN:
-    _os.environ["PATH"] = _os.pathsep.join([_VENV_BIN, _os.environ.get("PATH", "")])
+
+def venv_bin_first_on_path() -> None:
+    """Put the running venv's bin folder first on PATH, whether or not the venv was
+    activated: ansible-playbook, molecule and testinfra start their siblings
+    (ansible-config, ansible-inventory, ...) by name."""
+    venv_bin = str(_Path(_sys.executable).parent)
+    path = _os.environ.get("PATH", "")
+    if path.split(_os.pathsep)[0] != venv_bin:
+        _os.environ["PATH"] = _os.pathsep.join([venv_bin, path])
+
+
+venv_bin_first_on_path()

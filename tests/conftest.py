@@ -3,14 +3,17 @@
 The tests start ansible-playbook, molecule, ansible-inventory and ssh-audit by
 absolute path, but those tools start their siblings (ansible-config,
 ansible-galaxy, ...) by name. `make test` runs the venv's python without
-activating the venv, so its bin folder is put first on PATH here, once.
+activating the venv; importing labbox puts its bin folder first on PATH.
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
-_VENV_BIN = str(Path(sys.executable).parent)
-if os.environ.get("PATH", "").split(os.pathsep)[0] != _VENV_BIN:
-    os.environ["PATH"] = os.pathsep.join([_VENV_BIN, os.environ.get("PATH", "")])
+REPO = str(Path(__file__).resolve().parents[1])
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from labbox import venv_bin_first_on_path  # noqa: E402
+
+venv_bin_first_on_path()
