@@ -21,12 +21,18 @@ sys.path.insert(0, str(REPO))
 from labbox.demo import recap  # noqa: E402
 
 
-def converge(tags: str) -> tuple[float, dict[str, dict[str, int]], int]:
-    cmd = [str(Path(sys.executable).with_name("ansible-playbook")), "site.yml", "--tags", tags]
+def playbook(*args: str) -> tuple[float, str, int]:
+    """ansible-playbook from the repo root, timed: (seconds, stdout, exit status)."""
+    cmd = [str(Path(sys.executable).with_name("ansible-playbook")), *args]
     start = time.monotonic()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False,
                           env={**__import__("os").environ, "ANSIBLE_NOCOLOR": "1"})
-    return time.monotonic() - start, recap(proc.stdout), proc.returncode
+    return time.monotonic() - start, proc.stdout, proc.returncode
+
+
+def converge(tags: str) -> tuple[float, dict[str, dict[str, int]], int]:
+    seconds, out, rc = playbook("site.yml", "--tags", tags)
+    return seconds, recap(out), rc
 
 
 def measure(n: int, tags: str) -> dict:

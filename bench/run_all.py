@@ -17,12 +17,14 @@ import json
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
-BIN = Path(sys.executable).parent
+sys.path.insert(0, str(REPO))
+
+from fleet import playbook  # noqa: E402  (bench/ is this script's folder)
+from labbox.demo import recap  # noqa: E402
 
 
 def fleet(hosts: str) -> list[dict]:
@@ -31,19 +33,12 @@ def fleet(hosts: str) -> list[dict]:
     return json.loads((RESULTS / "fleet.json").read_text())
 
 
-def playbook(*args: str) -> tuple[float, str, int]:
-    start = time.monotonic()
-    proc = subprocess.run([str(BIN / "ansible-playbook"), *args], cwd=REPO, capture_output=True, text=True,
-                          check=False, env={**__import__("os").environ, "ANSIBLE_NOCOLOR": "1"})
-    return time.monotonic() - start, proc.stdout, proc.returncode
-
-
 def image(hosts: int) -> dict:
     """Image stage on the hosts fleet.py left converged: first run, then the no-change re-run."""
     subprocess.run([sys.executable, "-m", "labbox", "up", "--hosts", str(hosts)], cwd=REPO, check=True)
     first_s, _, first_rc = playbook("playbooks/image.yml")
     rerun_s, out, rerun_rc = playbook("playbooks/image.yml")
-    changed = sum(int(m) for m in re.findall(r"changed=(\d+)", out))
+    changed = sum(h["changed"] for h in recap(out).values())
     sizes = sorted(set(re.findall(r"([\d.]+ MiB) over", out)))
     return {"hosts": hosts, "first_s": round(first_s, 1), "rerun_s": round(rerun_s, 1), "rerun_changed": changed,
             "size_over_base": sizes, "ok": first_rc == 0 and rerun_rc == 0 and changed == 0}
