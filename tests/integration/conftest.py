@@ -37,13 +37,17 @@ class PlaybookRun:
         return sum(r["changed"] for r in self.recap.values())
 
 
+def playbook_command(playbook: str, *args: str) -> tuple[list[str], dict[str, str]]:
+    """The ansible-playbook command line on the lab-in-a-box inventory, and its environment;
+    run it from the repo root (its ansible.cfg)."""
+    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
+    return [str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(INVENTORY), playbook, *args], env
+
+
 def run_playbook(playbook: str, *args: str, timeout: int = 1800) -> PlaybookRun:
     """ansible-playbook from the repo root (its ansible.cfg), output captured."""
-    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
-    proc = subprocess.run(
-        [str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(INVENTORY), playbook, *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False,
-    )
+    cmd, env = playbook_command(playbook, *args)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     return PlaybookRun(proc.returncode, proc.stdout + proc.stderr)
 
 

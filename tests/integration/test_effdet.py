@@ -11,13 +11,12 @@ import math
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import INVENTORY, REPO, docker_sh, run_playbook
+from conftest import REPO, docker_sh, playbook_command, run_playbook
 
 RUN = f"pytest-{os.getpid()}"
 RESULTS = REPO / "results" / "effdet" / RUN
@@ -209,12 +208,11 @@ def test_training_killed_with_its_container_resumes_on_the_next_run(effdet_run, 
     host = effdet_run["hosts"][0]
     sim = f"effdet-lab-host-{host.rsplit('-', 1)[1]}"
     run_name = f"{RUN}-resume"
-    args = ["-i", str(INVENTORY), "playbooks/effdet.yml", "--limit", host, "--tags", "data,train", "-e", extra_vars(
+    args = ["playbooks/effdet.yml", "--limit", host, "--tags", "data,train", "-e", extra_vars(
         tmp_path, effdet_tasks_run_name=run_name, effdet_tasks_num_examples_per_epoch=48,
         effdet_tasks_save_checkpoints_steps=2, effdet_tasks_train_poll_seconds=2)]
-    env = {**os.environ, "ANSIBLE_NOCOLOR": "1"}
-    play = subprocess.Popen([str(Path(sys.executable).with_name("ansible-playbook")), *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cmd, env = playbook_command(*args)
+    play = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     runs = f"/srv/effdet-lab/data/effdet-lab/runs/{run_name}"
     deadline = time.monotonic() + 600
     while True:
@@ -232,7 +230,7 @@ def test_training_killed_with_its_container_resumes_on_the_next_run(effdet_run, 
     assert "training failed: train process" in said and "is gone without recording an exit status" in said, \
         first_output[-3000:]
 
-    again = run_playbook(*args[2:])
+    again = run_playbook(*args)
     assert again.rc == 0, again.output[-4000:]
     results = REPO / "results" / "effdet" / run_name / host / "train"
     status = json.loads((results / "train_status.json").read_text())

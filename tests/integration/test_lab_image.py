@@ -8,9 +8,7 @@ import json
 import shlex
 import subprocess
 import time
-from pathlib import Path
 
-import pytest
 import yaml
 
 from conftest import INVENTORY, REPO, run_playbook
