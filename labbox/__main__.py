@@ -50,7 +50,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     if not engine.engine_answers():
         log("no docker engine answers: nothing to tear down")
         return 0
-    for name in hosts.existing_hosts():
+    for name in hosts.existing_hosts() + hosts.existing_hosts("scratch"):
         hosts.remove_host(name)
     if not args.keep_services:
         for name in (services.REGISTRY, services.APT_SERVER):

@@ -12,6 +12,10 @@ from .shell import STATE_DIR, docker, log, run, wait_for
 
 HOST_PREFIX = "effdet-lab-host-"
 BASE_SSH_PORT = 2220
+# Scratch hosts: bare simulated hosts that a test (or a developer) starts for
+# itself. `up --hosts N` never touches them; `down` removes them.
+SCRATCH_PREFIX = "effdet-lab-scratch-"
+BASE_SCRATCH_SSH_PORT = 2260
 CAPS = ("SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE", "MKNOD", "SYS_CHROOT", "AUDIT_WRITE", "NET_RAW")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -19,14 +23,20 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 @dataclass(frozen=True)
 class SimHost:
     index: int
+    scratch: bool = False
 
     @property
     def name(self) -> str:
-        return f"labhost-{self.index}"
+        return f"scratch-{self.index}" if self.scratch else f"labhost-{self.index}"
 
     @property
     def container(self) -> str:
-        return f"{HOST_PREFIX}{self.index}"
+        return f"{SCRATCH_PREFIX if self.scratch else HOST_PREFIX}{self.index}"
+
+    @property
+    def kind(self) -> str:
+        """The value of the labbox label: scratch hosts are invisible to ensure_hosts."""
+        return "scratch" if self.scratch else "host"
 
     @property
     def volume(self) -> str:
@@ -34,7 +44,7 @@ class SimHost:
 
     @property
     def ssh_port(self) -> int:
-        return BASE_SSH_PORT + self.index
+        return (BASE_SCRATCH_SSH_PORT if self.scratch else BASE_SSH_PORT) + self.index
 
 
 def ensure_ssh_key(state_dir: Path = STATE_DIR) -> Path:
@@ -66,7 +76,7 @@ def _reusable(container: str, spec: str) -> bool:
 def start_host(host: SimHost, image: str, key: Path, spec: str) -> None:
     log(f"starting simulated GPU host {host.name} (ssh on 127.0.0.1:{host.ssh_port})")
     args = ["run", "-d", "--name", host.container, "--hostname", host.name, "--network", NETWORK,
-            "--label", f"{LABEL}=host", "--label", f"effdet-lab.spec={spec}"]
+            "--label", f"{LABEL}={host.kind}", "--label", f"effdet-lab.spec={spec}"]
     for cap in CAPS:
         args += ["--cap-add", cap]
     args += ["--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
@@ -89,9 +99,19 @@ def remove_host(container: str) -> None:
     docker("volume", "rm", "-f", f"{container}-docker", check=False)
 
 
-def existing_hosts() -> list[str]:
-    out = docker("ps", "-a", "--filter", f"label={LABEL}=host", "--format", "{{.Names}}").stdout
-    return sorted(n for n in out.split() if n.startswith(HOST_PREFIX))
+def existing_hosts(kind: str = "host") -> list[str]:
+    out = docker("ps", "-a", "--filter", f"label={LABEL}={kind}", "--format", "{{.Names}}").stdout
+    prefix = SCRATCH_PREFIX if kind == "scratch" else HOST_PREFIX
+    return sorted(n for n in out.split() if n.startswith(prefix))
+
+
+def start_scratch_host(index: int, image: str, key: Path) -> SimHost:
+    """A fresh, bare scratch host (any earlier one of that index is replaced), sshd answering."""
+    host = SimHost(index, scratch=True)
+    remove_host(host.container)
+    start_host(host, image, key, host_spec(image, key))
+    wait_ssh(host, key)
+    return host
 
 
 def ensure_hosts(count: int, image: str, key: Path, fresh: bool = False) -> list[SimHost]:

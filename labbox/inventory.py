@@ -28,6 +28,23 @@ def write_inventory(hosts: list[SimHost], key: Path, path: Path = GENERATED) -> 
     Everything static (mirrors, sources, expectations) lives in the committed
     group_vars beside it.
     """
+    path.write_text(HEADER + yaml.safe_dump(inventory_for(hosts, key), sort_keys=False))
+    return path
+
+
+def write_scratch_inventory(hosts: list[SimHost], key: Path, folder: Path) -> Path:
+    """An inventory folder of its own for scratch hosts: their hosts.yml, and the
+    lab-in-a-box group_vars linked in, so they get the same mirrors and sources."""
+    folder.mkdir(parents=True, exist_ok=True)
+    link = folder / "group_vars"
+    if not link.exists():
+        link.symlink_to(INVENTORY_DIR / "group_vars", target_is_directory=True)
+    (folder / "hosts.yml").write_text(HEADER + yaml.safe_dump(inventory_for(hosts, key), sort_keys=False))
+    return folder
+
+
+def inventory_for(hosts: list[SimHost], key: Path) -> dict:
+    """The gpu_hosts group: how to reach each simulated host over ssh."""
     inventory = {
         "all": {
             "children": {
@@ -42,5 +59,4 @@ def write_inventory(hosts: list[SimHost], key: Path, path: Path = GENERATED) -> 
             }
         }
     }
-    path.write_text(HEADER + yaml.safe_dump(inventory, sort_keys=False))
-    return path
+    return inventory

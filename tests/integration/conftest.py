@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -37,16 +39,16 @@ class PlaybookRun:
         return sum(r["changed"] for r in self.recap.values())
 
 
-def playbook_command(playbook: str, *args: str) -> tuple[list[str], dict[str, str]]:
+def playbook_command(playbook: str, *args: str, inventory: Path = INVENTORY) -> tuple[list[str], dict[str, str]]:
     """The ansible-playbook command line on the lab-in-a-box inventory, and its environment;
     run it from the repo root (its ansible.cfg)."""
     env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
-    return [str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(INVENTORY), playbook, *args], env
+    return [str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(inventory), playbook, *args], env
 
 
-def run_playbook(playbook: str, *args: str, timeout: int = 1800) -> PlaybookRun:
+def run_playbook(playbook: str, *args: str, timeout: int = 1800, inventory: Path = INVENTORY) -> PlaybookRun:
     """ansible-playbook from the repo root (its ansible.cfg), output captured."""
-    cmd, env = playbook_command(playbook, *args)
+    cmd, env = playbook_command(playbook, *args, inventory=inventory)
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     return PlaybookRun(proc.returncode, proc.stdout + proc.stderr)
 
@@ -59,6 +61,59 @@ def docker_sh(container: str, script: str, check: bool = True) -> subprocess.Com
 
 def labbox(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "labbox", *args], cwd=REPO, check=True)
+
+
+@dataclass
+class ScratchHost:
+    """A bare simulated host of a test's own, with an inventory of its own.
+
+    labhost-1..N (and what other tests left on them) are not touched; the
+    inventory (inventory/.scratch-<index>/) links the lab-in-a-box group_vars.
+    """
+    name: str
+    container: str
+    inventory: Path
+
+    def play(self, playbook: str, *args: str, timeout: int = 1800) -> PlaybookRun:
+        return run_playbook(playbook, *args, timeout=timeout, inventory=self.inventory)
+
+    def sh(self, script: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return docker_sh(self.container, script, check=check)
+
+    def read(self, path: str) -> str:
+        return self.sh(f"cat {path}").stdout
+
+
+def start_scratch_host(index: int) -> ScratchHost:
+    """Start (or restart, bare) scratch host <index>; the lab-in-a-box services must be up."""
+    from labbox import hosts as lb_hosts
+    from labbox import inventory as lb_inventory
+
+    key = lb_hosts.ensure_ssh_key()
+    host = lb_hosts.start_scratch_host(index, "effdet-lab/simhost:latest", key)
+    folder = lb_inventory.write_scratch_inventory([host], key, INVENTORY.parent / f".scratch-{index}")
+    return ScratchHost(host.name, host.container, folder)
+
+
+def remove_scratch_host(host: ScratchHost) -> None:
+    from labbox import hosts as lb_hosts
+
+    lb_hosts.remove_host(host.container)
+    shutil.rmtree(host.inventory, ignore_errors=True)
+
+
+@pytest.fixture()
+def scratch_host(lab_hosts: list[str], request: pytest.FixtureRequest) -> Iterator[ScratchHost]:
+    """A fresh, bare simulated host for this test alone, removed afterwards.
+
+    Its index comes from the test's marker `scratch_index` (default 1), so
+    tests that run side by side can keep apart."""
+    marker = request.node.get_closest_marker("scratch_index")
+    host = start_scratch_host(marker.args[0] if marker else 1)
+    try:
+        yield host
+    finally:
+        remove_scratch_host(host)
 
 
 @pytest.fixture(scope="session")
