@@ -95,3 +95,103 @@ SYSTEMCTL_SHOW = (
 ])
 def test_flag_conflicts(exec_start, keys, conflicts):
     assert dc.daemon_config_flag_conflicts(exec_start, keys) == conflicts
+
+
+ADMIN_NESTED = {
+    "log-opts": {"max-size": "10m", "max-file": "3"},
+    "features": {"buildkit": True},
+    "default-ulimits": {"nofile": {"Name": "nofile", "Hard": 64000, "Soft": 64000}},
+    "runtimes": {"admin-runc": {"path": "/usr/sbin/runc", "runtimeArgs": ["--debug"]},
+                 "nvidia": {"path": "/usr/bin/nvidia-container-runtime", "runtimeArgs": ["--log=/x"]}},
+    "labels": ["lab=vision"],
+}
+
+
+def test_merge_goes_to_any_depth():
+    merged = dc.daemon_config_merge(
+        ADMIN_NESTED,
+        {"log-opts": {"max-size": "50m"}, "features": {"containerd-snapshotter": False},
+         "default-ulimits": {"nproc": {"Name": "nproc", "Hard": 4096, "Soft": 4096}}, "labels": ["lab=ours"]},
+        {"nvidia": {"path": "/usr/bin/nvidia-container-runtime"}},
+    )
+    assert merged["log-opts"] == {"max-size": "50m", "max-file": "3"}
+    assert merged["features"] == {"buildkit": True, "containerd-snapshotter": False}
+    assert set(merged["default-ulimits"]) == {"nofile", "nproc"}
+    # A runtime we name keeps its own keys we do not set (the admin's runtimeArgs).
+    assert merged["runtimes"]["nvidia"] == {"path": "/usr/bin/nvidia-container-runtime", "runtimeArgs": ["--log=/x"]}
+    assert merged["runtimes"]["admin-runc"] == ADMIN_NESTED["runtimes"]["admin-runc"]
+    # Lists we set replace the host's list.
+    assert merged["labels"] == ["lab=ours"]
+    assert ADMIN_NESTED["log-opts"] == {"max-size": "10m", "max-file": "3"}, "input must not be mutated"
+
+
+def test_merged_nested_values_are_copies():
+    owned = {"log-opts": {"max-size": "50m"}}
+    merged = dc.daemon_config_merge({}, owned, {})
+    merged["log-opts"]["max-size"] = "1k"
+    assert owned["log-opts"]["max-size"] == "50m"
+
+
+@pytest.mark.parametrize("existing, owned, runtimes, expected", [
+    ({"runtimes": None}, {}, {"nvidia": {"path": "/x"}}, "runtimes is null in the host's file"),
+    ({"runtimes": []}, {}, {"nvidia": {"path": "/x"}}, "runtimes is a list in the host's file"),
+    ({"runtimes": {"nvidia": "/x"}}, {}, {"nvidia": {"path": "/x"}}, 'runtimes.nvidia is a string ("/x")'),
+    ({"log-opts": ["max-size=1m"]}, {"log-opts": {"max-size": "2m"}}, {}, "log-opts is a list in the host's file"),
+    ({"features": True}, {"features": {"buildkit": True}}, {}, "features is a boolean in the host's file"),
+])
+def test_type_conflicts_are_named(existing, owned, runtimes, expected):
+    conflicts = dc.daemon_config_type_conflicts(existing, owned, runtimes)
+    assert len(conflicts) == 1 and conflicts[0].startswith(expected), conflicts
+
+
+def test_no_type_conflict_where_we_replace_or_the_host_has_nothing():
+    assert dc.daemon_config_type_conflicts({"labels": "x", "log-opts": None}, {"labels": ["a"]}, {}) == []
+    assert dc.daemon_config_type_conflicts({}, {"log-opts": {"a": "b"}}, {"nvidia": {"path": "/x"}}) == []
+    assert dc.daemon_config_type_conflicts(ADMIN_NESTED, {"log-opts": {"max-size": "1m"}}, {"nvidia": {"path": "/x"}}) == []
+
+
+@pytest.mark.parametrize("config, bad", [
+    ({"log-opts": "notadict"}, "log-opts"),
+    ({"log-opts": {"max-size": 10}}, "log-opts"),
+    ({"features": {"buildkit": "yes"}}, "features"),
+    ({"debug": "true"}, "debug"),
+    ({"mtu": "1500"}, "mtu"),
+    ({"mtu": True}, "mtu"),
+    ({"labels": "lab=vision"}, "labels"),
+    ({"runtimes": {"x": {"runtimeArgs": []}}}, "runtimes"),
+    ({"default-shm-size": 128}, "default-shm-size"),
+])
+def test_type_errors_name_the_key_and_the_rule(config, bad):
+    errors = dc.daemon_config_type_errors(config, "docker_daemon_extra_config")
+    assert len(errors) == 1 and errors[0].startswith(f"docker_daemon_extra_config[{bad!r}] = "), errors
+    assert "dockerd expects" in errors[0]
+
+
+def test_type_errors_pass_good_and_unknown_keys():
+    good = {"log-opts": {"max-size": "10m"}, "debug": True, "mtu": 1500, "labels": ["a"], "some-new-key": [1, {}],
+            "runtimes": {"x": {"path": "/x", "runtimeArgs": ["--a"]}}, "default-shm-size": "1G"}
+    assert dc.daemon_config_type_errors(good, "v") == []
+
+
+INFO = {
+    "RegistryConfig": {"Mirrors": ["http://mirror:5000/"], "InsecureRegistryCIDRs": ["127.0.0.0/8", "10.1.0.0/16"],
+                       "IndexConfigs": {"docker.io": {"Secure": True}, "reg.lab:5000": {"Secure": False}}},
+    "LiveRestoreEnabled": True, "Debug": False, "Labels": ["lab=vision"], "DefaultRuntime": "runc",
+    "Runtimes": {"runc": {"path": "runc"}, "nvidia": {"path": "/usr/bin/nvidia-container-runtime"}},
+    "LoggingDriver": "json-file", "Driver": "overlay2", "DockerRootDir": "/var/lib/docker",
+}
+
+
+def test_unapplied_is_empty_when_dockerd_shows_every_change():
+    desired = {"registry-mirrors": ["http://mirror:5000"], "insecure-registries": ["reg.lab:5000", "10.1.0.0/16"],
+               "live-restore": True, "runtimes": {"nvidia": {"path": "/x"}}, "labels": ["lab=vision"],
+               "default-shm-size": "128M", "log-opts": {"max-size": "1m"}}
+    assert dc.daemon_config_unapplied(INFO, desired, sorted(desired)) == []
+
+
+def test_unapplied_names_what_dockerd_kept_old():
+    desired = {"registry-mirrors": ["http://other:5000"], "insecure-registries": ["new.lab:5000"], "debug": True,
+               "live-restore": False, "runtimes": {"sysbox": {"path": "/y"}}, "storage-driver": "vfs"}
+    assert dc.daemon_config_unapplied(INFO, desired, sorted(desired)) == sorted(desired)
+    # Only changed keys are looked at.
+    assert dc.daemon_config_unapplied(INFO, desired, ["debug"]) == ["debug"]

@@ -9,13 +9,23 @@ MIRROR = "http://effdet-lab-registry:5000"
 def test_foreign_daemon_json_keys_survive(daemon_json):
     for key, value in ORIGINAL_FOREIGN_KEYS.items():
         assert daemon_json[key] == value, key
-    assert daemon_json["runtimes"]["admin-runc"] == {"path": "/usr/sbin/runc"}
+    assert daemon_json["runtimes"]["admin-runc"] == {"path": "/usr/sbin/runc", "runtimeArgs": ["--debug"]}
+
+
+def test_nested_settings_merge_key_by_key(daemon_json):
+    """Converge sets log-opts.max-size and default-ulimits.nproc; the admin's
+    log-opts.max-file and default-ulimits.nofile stay."""
+    assert daemon_json["log-opts"] == {"max-size": "50m", "max-file": "3"}
+    assert daemon_json["default-ulimits"] == {
+        "nofile": {"Name": "nofile", "Hard": 64000, "Soft": 64000},
+        "nproc": {"Name": "nproc", "Hard": 4096, "Soft": 4096},
+    }
 
 
 def test_owned_keys_are_merged(daemon_json):
     assert daemon_json["registry-mirrors"] == [MIRROR]
     assert daemon_json["live-restore"] is True
-    assert daemon_json["runtimes"]["nvidia"]["path"] == "/usr/bin/nvidia-container-runtime"
+    assert daemon_json["runtimes"]["nvidia"] == {"path": "/usr/bin/nvidia-container-runtime"}
     assert daemon_json["default-shm-size"] == "128M"
 
 
@@ -49,8 +59,9 @@ def test_toolkit_packages_are_pinned_and_held(host):
 
 def test_toolkit_source_is_signed_deb822_and_legacy_lists_are_gone(host):
     sources = host.file("/etc/apt/sources.list.d/nvidia-container-toolkit.sources").content_string
-    assert "Signed-By: /etc/apt/keyrings/nvidia-container-toolkit.asc" in sources
-    assert host.file("/etc/apt/keyrings/nvidia-container-toolkit.asc").exists
+    assert "Signed-By: /etc/apt/keyrings/nvidia-container-toolkit.gpg" in sources
+    assert host.file("/etc/apt/keyrings/nvidia-container-toolkit.gpg").exists
+    assert not host.file("/etc/apt/keyrings/nvidia-container-toolkit.asc").exists
     for legacy in ("nvidia-docker.list", "libnvidia-container.list", "nvidia-container-runtime.list"):
         assert not host.file(f"/etc/apt/sources.list.d/{legacy}").exists
 

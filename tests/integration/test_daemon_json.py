@@ -1,0 +1,181 @@
+"""daemon.json on a real lab server: the admin's nested settings merged at any depth,
+every change asked of dockerd first and checked after, one writer, bounded backups,
+a toolkit version moved through its hold, and check mode on a bare host.
+
+One bare scratch host (scratch-4) serves the whole module, in order: it starts
+bare with a hand-written daemon.json, which is what the check-mode test needs,
+and the later tests build on its first converge.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Iterator
+
+import pytest
+
+from conftest import PlaybookRun, ScratchHost, remove_scratch_host, start_scratch_host
+
+CONFIG = "/etc/docker/daemon.json"
+HAND_MADE = {
+    "log-driver": "json-file",
+    "log-opts": {"max-size": "10m", "max-file": "3"},
+    "features": {"buildkit": True},
+    "default-ulimits": {"nofile": {"Name": "nofile", "Hard": 64000, "Soft": 64000}},
+    "runtimes": {"admin-runc": {"path": "/usr/sbin/runc", "runtimeArgs": ["--debug"]}},
+    "labels": ["lab=vision"],
+}
+NESTED = {"docker_daemon_extra_config": {
+    "log-opts": {"max-size": "50m"},
+    "default-ulimits": {"nproc": {"Name": "nproc", "Hard": 4096, "Soft": 4096}},
+}}
+
+
+@pytest.fixture(scope="module")
+def host(lab_hosts) -> Iterator[ScratchHost]:
+    scratch = start_scratch_host(4)
+    scratch.sh(f"mkdir -p /etc/docker && printf '%s' '{json.dumps(HAND_MADE)}' > {CONFIG}")
+    try:
+        yield scratch
+    finally:
+        remove_scratch_host(scratch)
+
+
+def extra(tmp_path, values: dict) -> str:
+    path = tmp_path / f"extra-{time.monotonic_ns()}.json"
+    path.write_text(json.dumps(values))
+    return f"@{path}"
+
+
+def converge(host: ScratchHost, tmp_path, values: dict | None = None) -> PlaybookRun:
+    return host.play("playbooks/host.yml", "-e", extra(tmp_path, {**NESTED, **(values or {})}))
+
+
+def changed_tasks(run: PlaybookRun) -> set[str]:
+    """Names of the tasks that reported a change (role prefix dropped)."""
+    names, current = set(), ""
+    for line in run.output.splitlines():
+        task = re.match(r"^(?:TASK|RUNNING HANDLER) \[(?:[\w.]+ : )?(.*)\] \*+$", line)
+        if task:
+            current = task.group(1)
+        elif line.startswith("changed:"):
+            names.add(current)
+    return names
+
+
+def dockerd_pid(host: ScratchHost) -> str:
+    return host.sh("systemctl show docker -p MainPID --value").stdout.strip()
+
+
+def test_check_mode_on_a_bare_host_changes_nothing_and_names_the_changes(host, tmp_path):
+    run = host.play("site.yml", "--check", "--diff", "-e", extra(tmp_path, NESTED))
+    assert run.rc == 0, run.output[-4000:]
+    assert run.recap[host.name]["failed"] == 0
+    assert run.recap[host.name]["changed"] > 0
+    would = changed_tasks(run)
+    assert "Install Docker from the distribution's packages" in would, sorted(would)
+    assert host.sh("command -v dockerd", check=False).returncode != 0, "check mode installed Docker"
+    assert json.loads(host.read(CONFIG)) == HAND_MADE
+    assert "would be" in run.output  # later stages say what waits for the host layer
+    # The real run then makes the host-layer changes check mode named.
+    real = converge(host, tmp_path)
+    assert real.rc == 0, real.output[-4000:]
+    made = changed_tasks(real)
+    print(f"\ncheck mode: {len(would)} changed tasks, real host layer: {len(made)} changed tasks")
+    missing = {t for t in made if not t.startswith(("Reload dockerd", "Restart dockerd"))} - would
+    assert not missing, f"changed for real but not reported by check mode: {sorted(missing)}"
+
+
+def test_nested_settings_survive_a_converge_that_sets_nested_keys(host, tmp_path):
+    config = json.loads(host.read(CONFIG))
+    assert config["log-opts"] == {"max-size": "50m", "max-file": "3"}
+    assert config["default-ulimits"] == {**HAND_MADE["default-ulimits"], **NESTED["docker_daemon_extra_config"]["default-ulimits"]}
+    assert config["runtimes"]["admin-runc"] == HAND_MADE["runtimes"]["admin-runc"]
+    assert config["runtimes"]["nvidia"] == {"path": "/usr/bin/nvidia-container-runtime"}
+    for key in ("log-driver", "features", "labels"):
+        assert config[key] == HAND_MADE[key], key
+    info = json.loads(host.sh("docker info --format '{{json .}}'").stdout)
+    assert {"admin-runc", "nvidia"} <= set(info["Runtimes"])
+    assert info["LiveRestoreEnabled"] is True
+    again = converge(host, tmp_path)
+    assert again.rc == 0 and again.changed() == 0, again.output[-3000:]
+
+
+def test_host_value_of_the_wrong_type_is_refused_before_any_write(host, tmp_path):
+    good = host.read(CONFIG)
+    broken = {**json.loads(good), "runtimes": None}
+    host.sh(f"cp {CONFIG} /root/keep.json && printf '%s' '{json.dumps(broken)}' > {CONFIG}")
+    try:
+        run = converge(host, tmp_path)
+        assert run.rc != 0
+        text = " ".join(run.output.split())
+        assert "runtimes is null in the host's file, where a JSON object belongs" in text, run.output[-3000:]
+        assert run.recap[host.name]["changed"] == 0
+        assert json.loads(host.read(CONFIG)) == broken
+    finally:
+        host.sh(f"cp /root/keep.json {CONFIG}")
+
+
+def test_a_value_dockerd_rejects_leaves_it_on_the_last_accepted_file(host, tmp_path):
+    """The reload path (insecure-registries is reloadable): Debian 12's dockerd 20.10 has
+    no --validate, so a throw-away dockerd is asked. It refuses; nothing is written."""
+    accepted = host.read(CONFIG)
+    pid = dockerd_pid(host)
+    run = converge(host, tmp_path, {"docker_daemon_insecure_registries": ["10.0.0.0/33"]})
+    assert run.rc != 0
+    text = " ".join(run.output.split())
+    assert "rejects the new /etc/docker/daemon.json (changed keys: insecure-registries" in text, run.output[-3000:]
+    assert "insecure registry 10.0.0.0/33 is not valid" in text, "dockerd's own words"
+    assert run.recap[host.name]["changed"] == 0
+    assert host.read(CONFIG) == accepted
+    assert dockerd_pid(host) == pid
+    assert host.sh("ls -a /var/lib/docker /run | grep -c effdet-lab-check || true").stdout.strip() == "0"
+    # A pattern catches the plainly malformed value before dockerd is asked.
+    typo = converge(host, tmp_path, {"docker_daemon_insecure_registries": ["foo bar"]})
+    assert typo.rc != 0
+    assert ('docker_daemon_insecure_registries = ["foo bar"] breaks the rule: every insecure registry is'
+            in " ".join(typo.output.split())), typo.output[-3000:]
+    good = converge(host, tmp_path)
+    assert good.rc == 0 and good.changed() == 0, good.output[-3000:]
+
+
+def test_reload_is_checked_and_backups_do_not_pile_up(host, tmp_path):
+    for debug in (True, False, True, False):
+        run = converge(host, tmp_path, {"docker_daemon_extra_config": {
+            **NESTED["docker_daemon_extra_config"], "debug": debug}})
+        assert run.rc == 0, run.output[-3000:]
+        assert "Reload dockerd (debug)" in run.output
+        info = json.loads(host.sh("docker info --format '{{json .}}'").stdout)
+        assert info["Debug"] is debug
+    backups = host.sh(f"ls {CONFIG}.*~").stdout.split()
+    assert len(backups) == 3, backups
+
+
+def test_toolkit_version_moves_through_its_hold(host, tmp_path):
+    def versions() -> set[str]:
+        out = host.sh("dpkg-query -W -f '${Version} ${Status}\\n' nvidia-container-toolkit "
+                      "nvidia-container-toolkit-base libnvidia-container-tools libnvidia-container1").stdout
+        return set(out.splitlines())
+
+    assert versions() == {"1.17.8-1 hold ok installed"}
+    older = {"nvidia_container_toolkit_version": "1.17.7-1"}
+    down = converge(host, tmp_path, older)
+    assert down.rc == 0, down.output[-3000:]
+    assert versions() == {"1.17.7-1 hold ok installed"}
+    again = converge(host, tmp_path, older)
+    assert again.rc == 0 and again.changed() == 0, again.output[-3000:]
+    up = converge(host, tmp_path)
+    assert up.rc == 0, up.output[-3000:]
+    assert versions() == {"1.17.8-1 hold ok installed"}
+
+
+def test_teardown_restores_the_hand_made_file_through_docker_daemon(host, tmp_path):
+    down = host.play("playbooks/teardown.yml", "-e", "lab_teardown_restore_daemon_json=true")
+    assert down.rc == 0, down.output[-3000:]
+    assert "docker_daemon : Ask dockerd whether it accepts the new configuration" in down.output
+    assert json.loads(host.read(CONFIG)) == HAND_MADE
+    info = json.loads(host.sh("docker info --format '{{json .}}'").stdout)
+    assert "nvidia" not in info["Runtimes"] and info["LiveRestoreEnabled"] is False
+    again = host.play("playbooks/teardown.yml", "-e", "lab_teardown_restore_daemon_json=true")
+    assert again.rc == 0 and again.changed() == 0, again.output[-3000:]
