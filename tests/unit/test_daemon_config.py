@@ -163,8 +163,8 @@ def test_no_type_conflict_where_we_replace_or_the_host_has_nothing():
 ])
 def test_type_errors_name_the_key_and_the_rule(config, bad):
     errors = dc.daemon_config_type_errors(config, "docker_daemon_extra_config")
-    assert len(errors) == 1 and errors[0].startswith(f"docker_daemon_extra_config[{bad!r}] = "), errors
-    assert "dockerd expects" in errors[0]
+    assert len(errors) == 1 and errors[0]["var"] == f"docker_daemon_extra_config[{bad!r}]", errors
+    assert errors[0]["value"] == config[bad] and errors[0]["rule"].startswith("dockerd expects")
 
 
 def test_type_errors_pass_good_and_unknown_keys():
