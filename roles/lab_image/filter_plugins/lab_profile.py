@@ -178,8 +178,11 @@ def lab_image_id_conflicts(listing: str, user: str, uid: int, gid: int) -> list[
 
 
 def lab_image_valid_user(name: Any) -> bool:
-    """A portable user name: lower case letter or _, then [a-z0-9_-], at most 32."""
-    return isinstance(name, str) and bool(_USER.match(name))
+    """A portable user name: lower case letter or _, then [a-z0-9_-], at most 32.
+
+    Matched in full: `re.match` with `$` would let a trailing newline through
+    (into the sudoers and sshd drop-ins)."""
+    return isinstance(name, str) and bool(_USER.fullmatch(name))
 
 
 def lab_image_context_hash(files: Mapping[str, str]) -> str:
