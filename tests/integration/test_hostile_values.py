@@ -261,7 +261,7 @@ def test_table_size_and_time(hostile_runs):
     assert len(CASES) >= 40
     for prefix in ("lab_image_", "lab_container_", "effdet_tasks_"):
         assert sum(c.var.startswith(prefix) for c in CASES) >= 10, prefix
-    assert hostile_runs["wall_s"] < 240, hostile_runs["wall_s"]
+    assert hostile_runs["wall_s"] < 420, hostile_runs["wall_s"]  # 150 s measured on 2 busy cores
 
 
 # ---- a non-default sshd port converges, twice ------------------------------------------
