@@ -47,9 +47,13 @@ lint: venv
 	$(BIN)/yamllint --strict .
 	$(BIN)/ansible-lint --profile production
 
+# Two xdist workers: the shared-lab tests stay together in file order, the
+# scratch-host modules and the unit tests run beside them (tests/conftest.py).
+PYTEST_WORKERS ?= 2
+
 test: setup lint $(EFFDET_BIN)/.installed
 	$(EFFDET_BIN)/python -m pytest $(PYTEST_ARGS) tests/effdet
-	$(BIN)/python -m pytest $(PYTEST_ARGS) --ignore=tests/effdet tests
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS) --ignore=tests/effdet tests
 
 clean: venv
 	$(BIN)/python -m labbox down

@@ -6,6 +6,7 @@ brought up by `python -m labbox up`; a test that needs a bare host asks for
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -60,7 +61,13 @@ def docker_sh(container: str, script: str, check: bool = True) -> subprocess.Com
 
 
 def labbox(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "labbox", *args], cwd=REPO, check=True)
+    """python -m labbox, one at a time across the xdist workers (the harness
+    starts and replaces shared containers)."""
+    lock = REPO / ".labbox" / "harness.lock"
+    lock.parent.mkdir(exist_ok=True)
+    with open(lock, "w", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        subprocess.run([sys.executable, "-m", "labbox", *args], cwd=REPO, check=True)
 
 
 @dataclass

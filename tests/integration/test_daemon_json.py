@@ -17,12 +17,15 @@ import pytest
 
 from conftest import PlaybookRun, ScratchHost, remove_scratch_host, start_scratch_host
 
+# A scratch host of its own: runs beside the shared-lab tests (tests/conftest.py).
+pytestmark = pytest.mark.xdist_group("scratch-4")
+
 CONFIG = "/etc/docker/daemon.json"
 HAND_MADE = {
     "log-driver": "json-file",
     "log-opts": {"max-size": "10m", "max-file": "3"},
     "features": {"buildkit": True},
-    "default-ulimits": {"nofile": {"Name": "nofile", "Hard": 64000, "Soft": 64000}},
+    "default-ulimits": {"nofile": {"Name": "nofile", "Hard": 8192, "Soft": 4096}},
     "runtimes": {"admin-runc": {"path": "/usr/sbin/runc", "runtimeArgs": ["--debug"]}},
     "labels": ["lab=vision"],
 }

@@ -51,3 +51,28 @@ def test_dockerd_words_prefers_errors():
 
 def test_dockerd_words_falls_back_to_the_last_lines():
     assert check.dockerd_words("a\nb\n\nc", limit=2) == "b | c"
+
+
+STUB_DOCKERD = """#!/bin/sh
+# Stand-in for a Docker 23+ dockerd: --help lists --validate; --validate reads the file.
+case "$1" in
+  --help) echo "      --validate    Validate daemon configuration and exit"; exit 0 ;;
+  --validate) grep -q '"bad-key"' "$3" && { echo 'unable to configure the Docker daemon with file '"$3"': the following directives don'"'"'t match any configuration option: bad-key' >&2; exit 1; }
+              echo "configuration OK"; exit 0 ;;
+esac
+exit 2
+"""
+
+
+def test_validate_flag_is_used_where_dockerd_has_it(tmp_path, monkeypatch):
+    stub = tmp_path / "dockerd"
+    stub.write_text(STUB_DOCKERD)
+    stub.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    monkeypatch.setattr(check, "_HELP", [])
+    assert "--validate" in check._dockerd_help()
+    good = check.validate_flag({"debug": True})
+    assert good == {"accepted": True, "method": "dockerd --validate", "dockerd_said": "configuration OK"}
+    bad = check.validate_flag({"bad-key": 1})
+    assert bad["accepted"] is False
+    assert "don't match any configuration option: bad-key" in bad["dockerd_said"]

@@ -17,7 +17,7 @@ def test_nested_settings_merge_key_by_key(daemon_json):
     log-opts.max-file and default-ulimits.nofile stay."""
     assert daemon_json["log-opts"] == {"max-size": "50m", "max-file": "3"}
     assert daemon_json["default-ulimits"] == {
-        "nofile": {"Name": "nofile", "Hard": 64000, "Soft": 64000},
+        "nofile": {"Name": "nofile", "Hard": 8192, "Soft": 4096},
         "nproc": {"Name": "nproc", "Hard": 4096, "Soft": 4096},
     }
 
