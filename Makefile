@@ -47,13 +47,14 @@ lint: venv
 	$(BIN)/yamllint --strict .
 	$(BIN)/ansible-lint --profile production
 
-# Two xdist workers: the shared-lab tests stay together in file order, the
-# scratch-host modules and the unit tests run beside them (tests/conftest.py).
-PYTEST_WORKERS ?= 2
+# Tests that need nothing of the shared lab (labhost-1..N, the molecule host,
+# results/): the unit tests and the modules that work on scratch hosts of
+# their own. tests/parallel.py runs them in a second pytest beside the rest.
+BESIDE_TESTS := tests/unit tests/integration/test_daemon_json.py tests/integration/test_docker_engine_adopt.py
 
 test: setup lint $(EFFDET_BIN)/.installed
 	$(EFFDET_BIN)/python -m pytest $(PYTEST_ARGS) tests/effdet
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS) --ignore=tests/effdet tests
+	$(BIN)/python tests/parallel.py --beside "$(BESIDE_TESTS)" -- $(PYTEST_ARGS) --ignore=tests/effdet tests
 
 clean: venv
 	$(BIN)/python -m labbox down

@@ -61,7 +61,7 @@ def docker_sh(container: str, script: str, check: bool = True) -> subprocess.Com
 
 
 def labbox(*args: str) -> None:
-    """python -m labbox, one at a time across the xdist workers (the harness
+    """python -m labbox, one at a time across the pytest processes of tests/parallel.py (the harness
     starts and replaces shared containers)."""
     lock = REPO / ".labbox" / "harness.lock"
     lock.parent.mkdir(exist_ok=True)

@@ -17,8 +17,6 @@ import pytest
 
 from conftest import PlaybookRun, ScratchHost, remove_scratch_host, start_scratch_host
 
-# A scratch host of its own: runs beside the shared-lab tests (tests/conftest.py).
-pytestmark = pytest.mark.xdist_group("scratch-4")
 
 CONFIG = "/etc/docker/daemon.json"
 HAND_MADE = {

@@ -22,8 +22,6 @@ import pytest
 
 from conftest import PlaybookRun, ScratchHost
 
-# Scratch hosts of its own: runs beside the shared-lab tests (tests/conftest.py).
-pytestmark = pytest.mark.xdist_group("scratch-3")
 
 APT_URL = "http://effdet-lab-apt:8080/docker/linux/debian"
 DOCKER_PACKAGES = ["docker-ce", "docker-ce-cli", "containerd.io"]
