@@ -133,7 +133,10 @@ def commands(c: Config) -> int:
     env = dl.child_env(c, src)
     out: Dict[str, Any] = {"code_source": src.kind, "dialect": d.name}
     try:
-        out["train"] = shell_line(dl.train_cmd(c, src, d), env, src.cwd)
+        argv, notes = dl.train_plan(c, src, d)
+        out["train"] = shell_line(argv, env, src.cwd)
+        if notes:
+            out["train_flags_dropped"] = notes
     except StageInputError as e:
         out["train"] = f"# {e}"
     out["export"] = shell_line(dl.export_cmd(c, src, d, c.model_dir, os.path.join(

@@ -43,6 +43,9 @@ benchmark matrix.  Relative paths are resolved against the config file's folder.
   infer_images              (required for infer)          infer: a folder or a glob
   infer_runmode             "saved_model_infer"           infer: or "infer" (from the checkpoint)
   timeout_s                 null                          every automl subprocess
+  explicit                  the keys given here           all: the keys whose values were set on
+                                                          purpose (the role lists the variables
+                                                          the inventory set); see below
   benchmark: {
     model_names             [model_name]
     batch_sizes             [1]
@@ -55,6 +58,11 @@ benchmark matrix.  Relative paths are resolved against the config file's folder.
     images                  infer_images                  e2e: folder or glob of input images
     host                    socket.gethostname()          recorded in every record
   }
+
+explicit: a list of config keys ("benchmark.bm_runs" for the benchmark ones). A flag the
+running automl script lacks is dropped, with a line in the stage's output, when its value
+is only our default, and refused when its key is explicit (dialect.FLAGS says which flags
+may be dropped). Without the list, every key given in this file (and not null) is explicit.
 """
 
 import glob
@@ -83,6 +91,7 @@ _KNOWN_KEYS = {
     "ckpt", "backbone_ckpt", "model_dir", "save_checkpoints_steps", "log_every_n_steps", "strategy",
     "extra_train_flags", "saved_model_dir", "tflite", "tflite_path", "min_score_thresh",
     "export_batch_size", "image_size", "infer_images", "infer_runmode", "timeout_s", "benchmark",
+    "explicit",
 }
 _BENCH_KEYS = {"model_names", "batch_sizes", "threads", "modes", "bm_runs", "hparams",
                "saved_models", "images", "host"}
@@ -120,7 +129,7 @@ class Config(Record):
                  export_batch_size: int = 1, image_size: Optional[Any] = None,
                  infer_images: Optional[str] = None, infer_runmode: str = "saved_model_infer",
                  timeout_s: Optional[float] = None, benchmark: Optional[BenchConfig] = None,
-                 config_path: Optional[str] = None) -> None:
+                 config_path: Optional[str] = None, explicit: Optional[List[str]] = None) -> None:
         self.run_dir = run_dir
         self.code_source = code_source
         self.code_dir = code_dir
@@ -157,6 +166,11 @@ class Config(Record):
         self.timeout_s = timeout_s
         self.benchmark: BenchConfig = benchmark  # type: ignore[assignment]  # set by from_dict
         self.config_path = config_path
+        # Keys set on purpose (sorted): a flag the automl code lacks is refused for these.
+        self.explicit: List[str] = [] if explicit is None else explicit
+
+    def is_explicit(self, key: Optional[str]) -> bool:
+        return key is not None and key in self.explicit
 
     @property
     def train_steps(self) -> int:
@@ -390,7 +404,22 @@ def from_dict(d: Mapping[str, Any], base_dir: str = ".", config_path: Optional[s
         images=_abspath(base_dir, b.get("images")) or c.infer_images,
         host=str(b.get("host") or socket.gethostname()),
     )
+    c.explicit = _explicit(d, b)
     return c
+
+
+def _explicit(d: Mapping[str, Any], b: Mapping[str, Any]) -> List[str]:
+    ex = d.get("explicit")
+    known = sorted(_KNOWN_KEYS - {"explicit", "benchmark"}) + sorted("benchmark." + k for k in _BENCH_KEYS)
+    if ex is None:
+        return sorted([k for k in known if k in d and d[k] is not None]
+                      + ["benchmark." + k for k in b if b[k] is not None])
+    if not isinstance(ex, list) or not all(isinstance(k, str) for k in ex):
+        raise _err(f"config explicit={ex!r}: expected a list of config keys")
+    unknown = sorted(set(ex) - set(known))
+    if unknown:
+        raise _err(f"config explicit: unknown key(s) {', '.join(unknown)}")
+    return sorted(set(ex))
 
 
 def load(path: str) -> Config:

@@ -11,8 +11,11 @@ Dialects (one set of our config keys drives both):
   "current"  later commits and the vendored copy: --train_file_pattern,
              --val_file_pattern, no --use_tpu
 "auto" reads the flag definitions (flags.DEFINE_*('name', ...)) of the scripts that
-will run and picks the names they define; optional flags a script does not define
-(e.g. --bm_runs, --tflite_path in some commits) are left out and reported.
+will run and picks the names they define. What happens to a flag the running script
+lacks is FLAGS' call, row by row: refused (the stage needs it), dropped with a line in
+the stage's output when its value is only our default and refused when the config set
+it explicitly (--save_checkpoints_steps, which 9f1cf16's main.py lacks), or left out and
+reported in the stage's result (--bm_runs, --threads, --tflite_path, --logdir).
 """
 
 import os
@@ -49,6 +52,114 @@ class Dialect(NamedTuple):  # immutable, like the frozen dataclass it replaces
 CURRENT = Dialect("current", "train_file_pattern", "val_file_pattern", False)
 D2020 = Dialect("2020-05", "training_file_pattern", "validation_file_pattern", True)
 NAMED = {"current": CURRENT, "2020-05": D2020}
+
+# ----------------------------------------------------------------------------- flags
+
+# What happens when the running script lacks a flag:
+REFUSE = "refuse"                # the stage cannot do its job without it
+DROP_DEFAULT = "drop-if-default"  # dropped, with a line, when only our default; refused when explicit
+OPTIONAL = "optional"            # left out and reported in the stage's result, whatever the value
+
+
+class FlagRule(NamedTuple):
+    script: str                  # "main" | "model_inspect"
+    flag: str                    # automl's flag name
+    key: Optional[str]           # our config key that sets it (None: the stage sets it)
+    variables: Tuple[str, ...]   # the effdet_tasks variables behind it (the role writes the key)
+    dialects: Tuple[str, ...]    # the dialects whose script defines the flag
+    missing: str                 # REFUSE | DROP_DEFAULT | OPTIONAL
+
+
+_BOTH = ("current", "2020-05")
+_CUR = ("current",)
+_OLD = ("2020-05",)
+
+# Every flag the stages pass. "dialects" is what the scripts define: "2020-05" is automl
+# 9f1cf16 (efficientdet/main.py and model_inspect.py read at that commit), "current" the
+# copy in tflite-model-maker 0.4.3 (tests/effdet/test_stages.py reads both against this).
+FLAGS: Tuple[FlagRule, ...] = (
+    FlagRule("main", "mode", "mode", ("effdet_tasks_mode",), _BOTH, REFUSE),
+    FlagRule("main", "model_name", "model_name", ("effdet_tasks_model_name",), _BOTH, REFUSE),
+    FlagRule("main", "model_dir", "model_dir", (), _BOTH, REFUSE),
+    FlagRule("main", "train_file_pattern", "train_file_pattern", ("effdet_tasks_train_set",), _CUR, REFUSE),
+    FlagRule("main", "training_file_pattern", "train_file_pattern", ("effdet_tasks_train_set",), _OLD, REFUSE),
+    FlagRule("main", "val_file_pattern", "val_file_pattern", ("effdet_tasks_val_set",), _CUR, REFUSE),
+    FlagRule("main", "validation_file_pattern", "val_file_pattern", ("effdet_tasks_val_set",), _OLD, REFUSE),
+    FlagRule("main", "val_json_file", "val_json_file", ("effdet_tasks_val_set",), _BOTH, REFUSE),
+    FlagRule("main", "train_batch_size", "train_batch_size", ("effdet_tasks_train_batch_size",), _BOTH, REFUSE),
+    FlagRule("main", "eval_batch_size", "eval_batch_size", ("effdet_tasks_eval_batch_size",), _BOTH, REFUSE),
+    FlagRule("main", "eval_samples", "eval_samples", ("effdet_tasks_eval_samples",), _BOTH, REFUSE),
+    FlagRule("main", "num_epochs", "num_epochs", ("effdet_tasks_num_epochs",), _BOTH, REFUSE),
+    FlagRule("main", "num_examples_per_epoch", "num_examples_per_epoch",
+             ("effdet_tasks_num_examples_per_epoch",), _BOTH, REFUSE),
+    # 9f1cf16 checkpoints on the estimator's own schedule (RunConfig: every 10 minutes)
+    FlagRule("main", "save_checkpoints_steps", "save_checkpoints_steps",
+             ("effdet_tasks_save_checkpoints_steps",), _CUR, DROP_DEFAULT),
+    # our 1 logs every step; automl's own default (100) logs less often
+    FlagRule("main", "iterations_per_loop", "log_every_n_steps", (), _BOTH, DROP_DEFAULT),
+    FlagRule("main", "ckpt", "ckpt", ("effdet_tasks_ckpt",), _BOTH, REFUSE),
+    FlagRule("main", "backbone_ckpt", "backbone_ckpt", (), _BOTH, REFUSE),
+    FlagRule("main", "strategy", "strategy", (), _CUR, REFUSE),
+    FlagRule("main", "use_tpu", None, (), _OLD, REFUSE),  # passed only where defined
+    FlagRule("main", "hparams", "hparams", ("effdet_tasks_hparams",), _BOTH, REFUSE),
+    FlagRule("model_inspect", "runmode", None, (), _BOTH, REFUSE),
+    FlagRule("model_inspect", "model_name", "model_name",
+             ("effdet_tasks_model_name", "effdet_tasks_benchmark_models"), _BOTH, REFUSE),
+    FlagRule("model_inspect", "ckpt_path", None, (), _BOTH, REFUSE),
+    FlagRule("model_inspect", "saved_model_dir", "saved_model_dir", (), _BOTH, REFUSE),
+    # export.json then says TFLite is not available
+    FlagRule("model_inspect", "tflite_path", "tflite", ("effdet_tasks_tflite",), _BOTH, OPTIONAL),
+    # 9f1cf16's default is None (the hparams' threshold): no stand-in for ours
+    FlagRule("model_inspect", "min_score_thresh", "min_score_thresh", ("effdet_tasks_min_score_thresh",),
+             _BOTH, REFUSE),
+    FlagRule("model_inspect", "batch_size", "benchmark.batch_sizes", ("effdet_tasks_benchmark_batch_sizes",),
+             _BOTH, REFUSE),
+    # the benchmark record then says threads_via "none", or lists it in flags_not_supported
+    FlagRule("model_inspect", "threads", "benchmark.threads", ("effdet_tasks_benchmark_threads",),
+             _BOTH, OPTIONAL),
+    FlagRule("model_inspect", "bm_runs", "benchmark.bm_runs", ("effdet_tasks_benchmark_runs",),
+             _BOTH, OPTIONAL),
+    FlagRule("model_inspect", "logdir", None, (), _BOTH, OPTIONAL),
+    FlagRule("model_inspect", "input_image", "infer_images", ("effdet_tasks_infer_src",), _BOTH, REFUSE),
+    FlagRule("model_inspect", "output_image_dir", None, (), _BOTH, REFUSE),
+    FlagRule("model_inspect", "hparams", "hparams",
+             ("effdet_tasks_hparams", "effdet_tasks_benchmark_hparams", "effdet_tasks_image_size"), _BOTH, REFUSE),
+)
+_RULES = {(r.script, r.flag): r for r in FLAGS}
+
+
+def flag_rule(script: str, flag: str) -> Optional[FlagRule]:
+    return _RULES.get((script, flag))
+
+
+def script_has(d: Dialect, script: str, flag: str) -> bool:
+    """Whether the script that runs defines --flag: read from its source when it could be
+    read, else what FLAGS records for the dialect (a flag FLAGS does not know: assumed)."""
+    known = d.main_flags if script == "main" else d.inspect_flags
+    if known is not None:
+        return flag in known
+    rule = flag_rule(script, flag)
+    return rule is None or d.name in rule.dialects
+
+
+def _missing(c: Config, d: Dialect, script: str, flag: str, value: Any) -> str:
+    """For a flag the script lacks: "drop" (with a line) or "optional" (reported); raises when
+    it cannot go."""
+    rule = flag_rule(script, flag)
+    where = f"automl {d.name}'s {script}.py has no --{flag} flag"
+    if rule is None or rule.missing == REFUSE:
+        raise StageInputError(f"{where}, which this stage needs; use automl code that has it")
+    if rule.missing == OPTIONAL:
+        return "optional"
+    if not c.is_explicit(rule.key):
+        return "drop"
+    set_by = f"{rule.key}={value!r}" + (f" ({', '.join(rule.variables)})" if rule.variables else "")
+    raise StageInputError(f"{where}, and {set_by} was set explicitly: unset it (our default is dropped "
+                          f"where the flag is missing), or use automl code that has the flag")
+
+
+def dropped_line(d: Dialect, script: str, flag: str) -> str:
+    return f"--{flag} dropped: automl {d.name}'s {script}.py has no such flag; it was only our default"
 
 
 def defined_flags(source_text: str) -> FrozenSet[str]:
@@ -175,51 +286,62 @@ def child_env(c: Config, src: CodeSource, extra: Optional[Mapping[str, str]] = N
 
 # ----------------------------------------------------------------------------- commands
 
-def train_cmd(c: Config, src: CodeSource, d: Dialect) -> List[str]:
-    a = src.argv("main")
-    a += [_flag("mode", c.mode), _flag("model_name", c.model_name), _flag("model_dir", c.model_dir),
-          _flag(d.train_pattern_flag, c.train_file_pattern)]
+def train_plan(c: Config, src: CodeSource, d: Dialect) -> Tuple[List[str], List[str]]:
+    """main.py's argv, and a line for each flag dropped because the script lacks it."""
+    pairs: List[Tuple[str, Any]] = [
+        ("mode", c.mode), ("model_name", c.model_name), ("model_dir", c.model_dir),
+        (d.train_pattern_flag, c.train_file_pattern)]
     if c.mode == "train_and_eval" or c.val_file_pattern:
-        a.append(_flag(d.val_pattern_flag, c.val_file_pattern))
+        pairs.append((d.val_pattern_flag, c.val_file_pattern))
     if c.val_json_file:
-        a.append(_flag("val_json_file", c.val_json_file))
-    a += [_flag("train_batch_size", c.train_batch_size), _flag("eval_batch_size", c.eval_batch_size),
-          _flag("eval_samples", c.eval_samples), _flag("num_epochs", c.num_epochs),
-          _flag("num_examples_per_epoch", c.num_examples_per_epoch),
-          _flag("save_checkpoints_steps", c.save_checkpoints_steps),
-          _flag("iterations_per_loop", c.log_every_n_steps)]
+        pairs.append(("val_json_file", c.val_json_file))
+    pairs += [("train_batch_size", c.train_batch_size), ("eval_batch_size", c.eval_batch_size),
+              ("eval_samples", c.eval_samples), ("num_epochs", c.num_epochs),
+              ("num_examples_per_epoch", c.num_examples_per_epoch),
+              ("save_checkpoints_steps", c.save_checkpoints_steps),
+              ("iterations_per_loop", c.log_every_n_steps)]
     if c.ckpt:
-        a.append(_flag("ckpt", c.ckpt))
+        pairs.append(("ckpt", c.ckpt))
     if c.backbone_ckpt:
-        a.append(_flag("backbone_ckpt", c.backbone_ckpt))
+        pairs.append(("backbone_ckpt", c.backbone_ckpt))
     if c.strategy:
-        a.append(_flag("strategy", c.strategy))
+        pairs.append(("strategy", c.strategy))
     if d.use_tpu_flag:
-        a.append("--use_tpu=False")
+        pairs.append(("use_tpu", "False"))  # automl's default is True
     if c.hparams:
-        a.append(_flag("hparams", hparams_string(c.hparams)))
-    for k, v in c.extra_train_flags.items():
-        a.append(_flag(k, v))
-    for f in a:
-        if f.startswith("--"):
-            name = f[2:].split("=", 1)[0]
-            if not d.main_has(name):
-                raise StageInputError(f"this automl main.py has no --{name} flag "
-                                      f"(dialect {d.name}); remove it from the config")
-    return a
+        pairs.append(("hparams", hparams_string(c.hparams)))
+    a = src.argv("main")
+    notes = []
+    for name, v in pairs:
+        if script_has(d, "main", name):
+            a.append(_flag(name, v))
+        elif _missing(c, d, "main", name, v) == "drop":
+            notes.append(dropped_line(d, "main", name))
+    for name, v in c.extra_train_flags.items():  # verbatim: always the config's own
+        if not script_has(d, "main", name):
+            raise StageInputError(f"automl {d.name}'s main.py has no --{name} flag (extra_train_flags); "
+                                  f"remove it from the config")
+        a.append(_flag(name, v))
+    return a, notes
 
 
-def _inspect(src: CodeSource, d: Dialect, runmode: str, model_name: str,
+def train_cmd(c: Config, src: CodeSource, d: Dialect) -> List[str]:
+    return train_plan(c, src, d)[0]
+
+
+def _inspect(c: Config, src: CodeSource, d: Dialect, runmode: str, model_name: str,
              pairs: List[Tuple[str, Any]], hparams: Mapping[str, Any]) -> Tuple[List[str], List[str]]:
-    """model_inspect argv, and the optional flags left out because the script lacks them."""
+    """model_inspect argv, and the optional flags left out because the script lacks them
+    (a flag the stage needs is refused: FLAGS)."""
     a = src.argv("model_inspect") + [_flag("runmode", runmode), _flag("model_name", model_name)]
     dropped = []
     for k, v in pairs:
         if v is None:
             continue
-        if d.inspect_has(k):
+        if script_has(d, "model_inspect", k):
             a.append(_flag(k, v))
         else:
+            _missing(c, d, "model_inspect", k, v)
             dropped.append(k)
     if hparams:
         a.append(_flag("hparams", hparams_string(hparams)))
@@ -228,7 +350,7 @@ def _inspect(src: CodeSource, d: Dialect, runmode: str, model_name: str,
 
 def export_cmd(c: Config, src: CodeSource, d: Dialect, ckpt_path: str,
                logdir: str) -> Tuple[List[str], List[str]]:
-    return _inspect(src, d, "saved_model", c.model_name, [
+    return _inspect(c, src, d, "saved_model", c.model_name, [
         ("ckpt_path", ckpt_path), ("saved_model_dir", c.saved_model_dir),
         ("tflite_path", c.tflite_path if c.tflite else None),
         ("min_score_thresh", c.min_score_thresh), ("batch_size", c.export_batch_size),
@@ -237,14 +359,14 @@ def export_cmd(c: Config, src: CodeSource, d: Dialect, ckpt_path: str,
 
 def bm_cmd(c: Config, src: CodeSource, d: Dialect, model_name: str, batch: int, threads: int,
            logdir: str) -> Tuple[List[str], List[str]]:
-    return _inspect(src, d, "bm", model_name, [
+    return _inspect(c, src, d, "bm", model_name, [
         ("threads", threads), ("bm_runs", c.benchmark.bm_runs), ("batch_size", batch),
         ("logdir", logdir)], c.benchmark.hparams)
 
 
 def e2e_cmd(c: Config, src: CodeSource, d: Dialect, model_name: str, batch: int,
             saved_model_dir: str, images_glob: str) -> Tuple[List[str], List[str]]:
-    return _inspect(src, d, "saved_model_benchmark", model_name, [
+    return _inspect(c, src, d, "saved_model_benchmark", model_name, [
         ("saved_model_dir", saved_model_dir), ("input_image", images_glob),
         ("batch_size", batch)], infer_hparams(c))
 
@@ -271,7 +393,7 @@ def infer_cmd(c: Config, src: CodeSource, d: Dialect, images_glob: str, out_dir:
         pairs.insert(0, ("saved_model_dir", c.saved_model_dir))
     else:
         pairs.insert(0, ("ckpt_path", ckpt_path))
-    return _inspect(src, d, c.infer_runmode, c.model_name, pairs, infer_hparams(c))
+    return _inspect(c, src, d, c.infer_runmode, c.model_name, pairs, infer_hparams(c))
 
 
 def image_size_of(c: Config, hparams: Mapping[str, Any], model_name: str) -> List[int]:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from effdetlab._records import Record
 
@@ -33,13 +33,15 @@ def shell_line(argv: List[str], env: Mapping[str, str], cwd: Optional[str] = Non
 def run_logged(argv: List[str], env_add: Mapping[str, str], log_path: str, *,
                cwd: Optional[str] = None, on_line: Optional[LineFn] = None,
                timeout_s: Optional[float] = None, header: str = "",
-               on_start: Optional[Callable[[subprocess.Popen], None]] = None) -> RunResult:
+               on_start: Optional[Callable[[subprocess.Popen], None]] = None,
+               preface: Sequence[str] = ()) -> RunResult:
     """Start argv (env = ours + env_add), append its stdout+stderr to log_path line by line.
 
     automl runs in our process group, and we lead that group: `kill -- -<our pid>` (or a
     SIGKILL of the group) ends us, automl and any epoch child processes together, and a
     SIGTERM/SIGINT/SIGHUP sent to us alone is passed on to the whole group while we stay
-    up to record how it ended."""
+    up to record how it ended. `preface`: our own lines, logged after the command line
+    (e.g. the flags left out of it), each starting "# "."""
     os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
     env = dict(os.environ)
     env.update(env_add)
@@ -52,6 +54,8 @@ def run_logged(argv: List[str], env_add: Mapping[str, str], log_path: str, *,
     with open(log_path, "a", encoding="utf-8", errors="replace") as log:
         log.write(f"=== effdetlab {header} {time.strftime('%Y-%m-%dT%H:%M:%S%z')} ===\n"
                   f"$ {shell_line(argv, env_add, cwd)}\n")
+        for line in preface:
+            log.write(f"# {line}\n")
         log.flush()
         t0 = time.monotonic()
         proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,

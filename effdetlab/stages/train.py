@@ -79,19 +79,23 @@ def _check_not_running(c: Config, taking_over: bool) -> None:
 
 
 def prepare(c: Config):
+    """Validate, find the code and build main.py's command. Prints (stderr) a line for each
+    flag dropped because the script lacks it (dialect.FLAGS); returns those lines too."""
     cfgmod.require_train_inputs(c)
     src = dl.locate(c)
     d = dl.resolve(c, src)
-    argv = dl.train_cmd(c, src, d)
+    argv, notes = dl.train_plan(c, src, d)
     env = dl.child_env(c, src)
-    return src, d, argv, env
+    for line in notes:
+        eprint(f"effdetlab.stages train: {line}")
+    return src, d, argv, env, notes
 
 
 def detach(c: Config) -> int:
     """Start `train` in a new session and return at once (prints the pid)."""
     if not c.config_path:
         raise StageInputError("--detach needs a config file")
-    prepare(c)  # validate everything before forking
+    notes = prepare(c)[4]  # validate everything before forking
     _check_not_running(c, taking_over=False)
     p = paths(c)
     os.makedirs(c.run_dir, exist_ok=True)
@@ -108,13 +112,16 @@ def detach(c: Config) -> int:
                                 cwd=c.run_dir)
     with open(p["pid"], "w") as f:
         f.write(f"{proc.pid}\n")
-    print(json.dumps({"stage": "train", "state": "starting", "pid": proc.pid, "detached": True,
-                      "status_file": p["status"], "log": p["log"]}), flush=True)
+    out = {"stage": "train", "state": "starting", "pid": proc.pid, "detached": True,
+           "status_file": p["status"], "log": p["log"]}
+    if notes:
+        out["flags_dropped"] = notes
+    print(json.dumps(out), flush=True)
     return 0
 
 
 def run(c: Config) -> int:
-    src, d, argv, env = prepare(c)
+    src, d, argv, env, notes = prepare(c)
     _check_not_running(c, taking_over=True)
     p = paths(c)
     os.makedirs(c.run_dir, exist_ok=True)
@@ -129,6 +136,8 @@ def run(c: Config) -> int:
         "started": time.time(), "detached": launched,
         "resumed_from": resumed_from, "last_step": None, "last_loss": None, "exit_code": None,
         "train_steps": c.train_steps, "model_dir": c.model_dir, "log": p["log"]}
+    if notes:
+        status["flags_dropped"] = notes
     with open(p["pid"], "w") as f:
         f.write(f"{os.getpid()}\n")
     write_json(p["status"], status)
@@ -168,7 +177,7 @@ def run(c: Config) -> int:
         write_json(p["status"], status)
 
     res = run_logged(argv, env, p["log"], cwd=src.cwd, on_line=on_line, timeout_s=c.timeout_s,
-                     header=f"train attempt {attempt}", on_start=on_start)
+                     header=f"train attempt {attempt}", on_start=on_start, preface=notes)
     handle(parser.flush(), time.time())
     ck = cfgmod.latest_checkpoint(c.model_dir)
     rc = res.returncode
@@ -188,7 +197,7 @@ def run(c: Config) -> int:
         "last_loss": status["last_loss"], "nonfinite_losses": stats["nonfinite"],
         "duration_s": round(res.duration_s, 1), "log": p["log"], "progress": p["progress"],
         "code_source": src.kind, "dialect": d.name, "device": c.device,
-        "command": shell_line(argv, env, src.cwd)}
+        "command": shell_line(argv, env, src.cwd), "flags_dropped": notes}
     if rc != 0:
         summary["reason"] = status["reason"]
     write_json(p["summary"], summary)

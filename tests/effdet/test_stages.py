@@ -308,6 +308,232 @@ def test_config_value_errors(tmp_path):
             cfgmod.from_dict(base_cfg(tmp_path, **bad))
 
 
+# ----------------------------------------------------------------------------- flags per dialect
+
+# The flags of automl 9f1cf16 (2020-05-19; effdet_tasks_git_versions' tf2.1-gpu commit):
+# every flags.DEFINE_*('name', ...) of efficientdet/main.py and efficientdet/model_inspect.py,
+# read with `git show 9f1cf16:efficientdet/<file>` in a clone of github.com/google/automl
+# (dl.defined_flags over each file).
+MAIN_9F1CF16 = frozenset({
+    "backbone_ckpt", "ckpt", "eval_after_training", "eval_batch_size", "eval_master", "eval_samples",
+    "eval_timeout", "gcp_project", "hparams", "input_partition_dims", "iterations_per_loop",
+    "min_eval_interval", "mode", "model_dir", "model_name", "num_cores", "num_cores_per_replica",
+    "num_epochs", "num_examples_per_epoch", "testdev_dir", "tf_random_seed", "tpu", "tpu_zone",
+    "train_batch_size", "training_file_pattern", "use_fake_data", "use_horovod", "use_spatial_partition",
+    "use_tpu", "use_xla", "val_json_file", "validation_file_pattern"})
+INSPECT_9F1CF16 = frozenset({
+    "batch_size", "bm_runs", "ckpt_path", "delete_logdir", "export_ckpt", "freeze", "hparams",
+    "input_image", "input_video", "line_thickness", "logdir", "max_boxes_to_draw", "min_score_thresh",
+    "model_name", "output_image_dir", "output_video", "runmode", "saved_model_dir", "tensorrt",
+    "tflite_path", "threads", "trace_filename", "xla"})
+DROPPED_SCS = ("--save_checkpoints_steps dropped: automl 2020-05's main.py has no such flag; "
+               "it was only our default")
+
+
+def _vendored_flags():
+    src = dl.locate(cfgmod.from_dict({"run_dir": "/tmp/x"}))
+    with open(src.files["main"]) as f, open(src.files["model_inspect"]) as g:
+        return dl.defined_flags(f.read()), dl.defined_flags(g.read())
+
+
+def _d2020(main=MAIN_9F1CF16, inspect=INSPECT_9F1CF16):
+    return dl.Dialect("2020-05", "training_file_pattern", "validation_file_pattern", True, main, inspect)
+
+
+def _real_2020_checkout(root) -> str:
+    """A stand-in for a checkout of automl 9f1cf16: its real flag definitions (what the
+    dialect detection reads); main.py replays a recorded training log, writes checkpoints
+    and its argv (no TensorFlow)."""
+    d = os.path.join(str(root), "automl", "efficientdet")
+    os.makedirs(d)
+    main = "".join(f"# flags.DEFINE_string('{n}', None, '')\n" for n in sorted(MAIN_9F1CF16)) + (
+        "import json, os, sys\n"
+        "args = dict(a[2:].split('=', 1) for a in sys.argv[1:] if a.startswith('--') and '=' in a)\n"
+        f"sys.stdout.write(open({os.path.join(FIX, 'main-train-d0-128.log')!r}).read())\n"
+        "md = args['model_dir']\nos.makedirs(md, exist_ok=True)\n"
+        "for s in (0, 2, 4):\n    open(os.path.join(md, 'model.ckpt-%d.index' % s), 'w').close()\n"
+        "open(os.path.join(md, 'checkpoint'), 'w').write('model_checkpoint_path: \"model.ckpt-4\"\\n')\n"
+        "json.dump(sys.argv[1:], open(os.path.join(md, 'argv.json'), 'w'))\n")
+    insp = "".join(f"# flags.DEFINE_string('{n}', None, '')\n" for n in sorted(INSPECT_9F1CF16))
+    with open(os.path.join(d, "main.py"), "w") as f:
+        f.write(main)
+    with open(os.path.join(d, "model_inspect.py"), "w") as f:
+        f.write(insp)
+    return os.path.dirname(d)
+
+
+def test_flag_table_matches_both_dialects():
+    """dialect.FLAGS against the flags each dialect's scripts really define."""
+    cur_main, cur_insp = _vendored_flags()
+    real = {"current": {"main": cur_main, "model_inspect": cur_insp},
+            "2020-05": {"main": MAIN_9F1CF16, "model_inspect": INSPECT_9F1CF16}}
+    for r in dl.FLAGS:
+        for name, flags in real.items():
+            assert (r.flag in flags[r.script]) == (name in r.dialects), (r, name)
+        assert r.missing in (dl.REFUSE, dl.DROP_DEFAULT, dl.OPTIONAL)
+        assert all(v.startswith("effdet_tasks_") for v in r.variables)
+    assert len({(r.script, r.flag) for r in dl.FLAGS}) == len(dl.FLAGS)
+    # besides the renamed file patterns, what 9f1cf16 lacks, and how each goes
+    lacks = [(r.flag, r.missing) for r in dl.FLAGS
+             if "2020-05" not in r.dialects and r.flag not in ("train_file_pattern", "val_file_pattern")]
+    assert lacks == [("save_checkpoints_steps", dl.DROP_DEFAULT), ("strategy", dl.REFUSE)]
+    assert [r.flag for r in dl.FLAGS if r.missing == dl.DROP_DEFAULT] == ["save_checkpoints_steps",
+                                                                         "iterations_per_loop"]
+
+
+def test_every_flag_the_stages_pass_is_in_the_table(tmp_path):
+    seen = set()
+    for d, extra in ((dl.CURRENT, {"strategy": "gpus"}), (_d2020(), {})):
+        c = cfgmod.from_dict(base_cfg(tmp_path, ckpt=str(tmp_path), backbone_ckpt=str(tmp_path),
+                                      val_json_file=str(tmp_path), infer_runmode="infer",
+                                      benchmark={"threads": [2], "bm_runs": 3}, explicit=[], **extra))
+        src = dl.CodeSource("pypi", "py")
+        cmds = [("main", dl.train_plan(c, src, d)[0]),
+                ("model_inspect", dl.export_cmd(c, src, d, c.model_dir, "/l")[0]),
+                ("model_inspect", dl.bm_cmd(c, src, d, "efficientdet-d0", 1, 2, "/l")[0]),
+                ("model_inspect", dl.e2e_cmd(c, src, d, "efficientdet-d0", 1, "/sm", "/i/*")[0]),
+                ("model_inspect", dl.infer_cmd(c, src, d, "/i/*", "/o", c.model_dir)[0])]
+        c.infer_runmode = "saved_model_infer"
+        cmds.append(("model_inspect", dl.infer_cmd(c, src, d, "/i/*", "/o", c.model_dir)[0]))
+        for script, argv in cmds:
+            for a in argv[3:]:
+                name = a[2:].split("=", 1)[0]
+                assert dl.flag_rule(script, name), (script, name)
+                seen.add((script, name))
+    assert seen == {(r.script, r.flag) for r in dl.FLAGS}  # and the table has nothing else
+
+
+def test_2020_05_code_with_the_default_variables(tmp_path):
+    """effdet_tasks_code_source git at 9f1cf16, every variable at its default: the config the
+    role writes (save_checkpoints_steps 100, explicit []) trains; the flag is dropped, said so."""
+    checkout = _real_2020_checkout(tmp_path)
+    cfg = base_cfg(tmp_path, code_source="git", code_dir=checkout, python=PY, mode="train",
+                   save_checkpoints_steps=100, explicit=[])
+    c = cfgmod.from_dict(cfg)
+    src = dl.locate(c)
+    d = dl.resolve(c, src)
+    assert d.name == "2020-05" and d.main_flags == MAIN_9F1CF16
+    argv, notes = dl.train_plan(c, src, d)
+    assert notes == [DROPPED_SCS]
+    t = str(tmp_path)
+    assert argv[2:] == [
+        "--mode=train", "--model_name=efficientdet-d0", f"--model_dir={t}/run/model",
+        f"--training_file_pattern={t}/train-*.tfrecord", f"--validation_file_pattern={t}/train-*.tfrecord",
+        "--train_batch_size=4", "--eval_batch_size=2", "--eval_samples=8", "--num_epochs=3",
+        "--num_examples_per_epoch=40", "--iterations_per_loop=1", "--use_tpu=False",
+        f"--hparams=num_classes=2,moving_average_decay=0,label_map={t}/label_map.yaml"]
+    assert dl.train_cmd(c, src, d) == argv
+    # the stage itself, as the role runs it
+    cfg_path = os.path.join(t, "cfg.json")
+    with open(cfg_path, "w") as f:
+        json.dump(cfg, f)
+    r = _stage("train", cfg_path, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"effdetlab.stages train: {DROPPED_SCS}" in r.stderr.splitlines()
+    run = os.path.join(t, "run")
+    with open(os.path.join(run, "train.json")) as f:
+        summary = json.load(f)
+    assert summary["ok"] and summary["dialect"] == "2020-05" and summary["flags_dropped"] == [DROPPED_SCS]
+    assert "--save_checkpoints_steps" not in summary["command"]
+    with open(os.path.join(run, "model", "argv.json")) as f:
+        assert json.load(f) == argv[2:]
+    with open(os.path.join(run, "train.log")) as f:
+        assert f"# {DROPPED_SCS}\n" in f.read()
+    with open(os.path.join(run, "train_status.json")) as f:
+        assert json.load(f)["flags_dropped"] == [DROPPED_SCS]
+    r = _stage("commands", cfg_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["dialect"] == "2020-05" and out["train_flags_dropped"] == [DROPPED_SCS]
+
+
+def test_2020_05_refuses_an_explicit_save_checkpoints_steps(tmp_path):
+    checkout = _real_2020_checkout(tmp_path)
+    cfg = base_cfg(tmp_path, code_source="git", code_dir=checkout, python=PY, mode="train",
+                   save_checkpoints_steps=50, explicit=["save_checkpoints_steps"])
+    want = ("automl 2020-05's main.py has no --save_checkpoints_steps flag, and save_checkpoints_steps=50 "
+            "(effdet_tasks_save_checkpoints_steps) was set explicitly: unset it")
+    for extra in ((), ("--detach",)):  # the role starts training detached: refused before it starts
+        msg = _cli_error(tmp_path, cfg, "train", *extra)
+        assert want in msg
+    assert not os.path.exists(os.path.join(str(tmp_path), "run", "train_status.json"))
+    # the same value, but only our default (not in explicit): dropped
+    c = cfgmod.from_dict(dict(cfg, explicit=[]))
+    src = dl.locate(c)
+    assert dl.train_plan(c, src, dl.resolve(c, src))[1] == [DROPPED_SCS]
+
+
+def test_hand_written_config_without_explicit(tmp_path):
+    """No `explicit` list: a key written in the file is explicit, a key left out is not."""
+    src = dl.CodeSource("git", "py", str(tmp_path))
+    given = cfgmod.from_dict(base_cfg(tmp_path))  # save_checkpoints_steps: 5
+    assert "save_checkpoints_steps" in given.explicit
+    with pytest.raises(StageInputError, match="save_checkpoints_steps=5 .* was set explicitly"):
+        dl.train_plan(given, src, _d2020())
+    left_out = base_cfg(tmp_path)
+    del left_out["save_checkpoints_steps"]
+    c = cfgmod.from_dict(left_out)
+    assert "save_checkpoints_steps" not in c.explicit and c.save_checkpoints_steps == 100
+    assert dl.train_plan(c, src, _d2020())[1] == [DROPPED_SCS]
+    # a named dialect whose scripts cannot be read: the table knows what 9f1cf16 lacks
+    assert dl.train_plan(c, src, dl.D2020)[1] == [DROPPED_SCS]
+    # the current dialect has the flag: always passed
+    for explicit in ([], ["save_checkpoints_steps"]):
+        c = cfgmod.from_dict(base_cfg(tmp_path, explicit=explicit))
+        for d in (dl.CURRENT, dl.detect(*[open(f).read() for f in dl.locate(c).files.values()])):
+            argv, notes = dl.train_plan(c, dl.CodeSource("pypi", "py"), d)
+            assert "--save_checkpoints_steps=5" in argv and notes == []
+
+
+def test_what_else_a_script_may_lack(tmp_path):
+    c = cfgmod.from_dict(base_cfg(tmp_path, explicit=[]))
+    src = dl.CodeSource("pypi", "py")
+    # our log-every-step default: dropped with its own line
+    argv, notes = dl.train_plan(c, src, _d2020(main=MAIN_9F1CF16 - {"iterations_per_loop"}))
+    assert notes == [DROPPED_SCS, "--iterations_per_loop dropped: automl 2020-05's main.py has no such flag; "
+                                  "it was only our default"]
+    # a flag the stage needs
+    with pytest.raises(StageInputError, match="automl 2020-05's main.py has no --eval_samples flag, which this "
+                                              "stage needs; use automl code that has it"):
+        dl.train_plan(c, src, _d2020(main=MAIN_9F1CF16 - {"eval_samples"}))
+    with pytest.raises(StageInputError, match="has no --strategy flag, which this stage needs"):
+        dl.train_plan(cfgmod.from_dict(base_cfg(tmp_path, strategy="gpus", explicit=[])), src, _d2020())
+    with pytest.raises(StageInputError, match=r"has no --use_fake_data2 flag \(extra_train_flags\); remove it"):
+        dl.train_plan(cfgmod.from_dict(base_cfg(tmp_path, extra_train_flags={"use_fake_data2": True},
+                                                explicit=[])), src, _d2020())
+    assert "--tf_random_seed=1" in dl.train_plan(
+        cfgmod.from_dict(base_cfg(tmp_path, extra_train_flags={"tf_random_seed": 1}, explicit=[])),
+        src, _d2020())[0]
+    with pytest.raises(StageInputError, match="model_inspect.py has no --saved_model_dir flag, which this stage"):
+        dl.export_cmd(c, src, _d2020(inspect=INSPECT_9F1CF16 - {"saved_model_dir"}), c.model_dir, "/l")
+    # optional ones: left out and reported, whatever the value
+    c = cfgmod.from_dict(base_cfg(tmp_path, benchmark={"threads": [2], "bm_runs": 3}))
+    assert "benchmark.bm_runs" in c.explicit
+    argv, dropped = dl.bm_cmd(c, src, _d2020(inspect=INSPECT_9F1CF16 - {"threads", "bm_runs", "logdir"}),
+                              "efficientdet-d0", 1, 2, "/l")
+    assert dropped == ["threads", "bm_runs", "logdir"] and argv[3:] == [
+        "--runmode=bm", "--model_name=efficientdet-d0", "--batch_size=1"]
+    argv, dropped = dl.export_cmd(c, src, _d2020(), c.model_dir, "/l")
+    assert dropped == [] and any(a.startswith("--tflite_path=") for a in argv)  # 9f1cf16 has it
+
+
+def test_config_explicit(tmp_path):
+    c = cfgmod.from_dict(base_cfg(tmp_path, ckpt=None, benchmark={"bm_runs": 3, "host": None}))
+    assert "ckpt" not in c.explicit and "benchmark.bm_runs" in c.explicit
+    assert "benchmark.threads" not in c.explicit and "benchmark.host" not in c.explicit
+    assert "log_every_n_steps" not in c.explicit and "save_checkpoints_steps" in c.explicit
+    c = cfgmod.from_dict(base_cfg(tmp_path, explicit=["save_checkpoints_steps", "benchmark.bm_runs"]))
+    assert c.explicit == ["benchmark.bm_runs", "save_checkpoints_steps"]
+    assert c.is_explicit("save_checkpoints_steps") and not c.is_explicit("eval_samples")
+    assert not c.is_explicit(None)
+    for bad, needle in [("save_checkpoints_steps", "expected a list of config keys"),
+                        ([1], "expected a list of config keys"),
+                        (["bogus", "benchmark.nope"], r"unknown key\(s\) benchmark.nope, bogus"),
+                        (["explicit"], "unknown key")]:
+        with pytest.raises(StageInputError, match=needle):
+            cfgmod.from_dict(base_cfg(tmp_path, explicit=bad))
+
+
 # ----------------------------------------------------------------------------- the real chain on CPU
 
 def _stage(stage, cfg_path, *extra, timeout=600):

@@ -1,17 +1,19 @@
 """Pure logic of the lab_image role: pick the image profile, check the lab user.
 
 Free of Ansible imports beyond the filter registration, so that
-tests/unit/test_lab_profile.py exercises it directly with recorded
-`nvidia-smi` outputs (tests/fixtures/nvidia-smi/).
+tests/unit/test_lab_profile.py and tests/unit/test_driver_minimum.py exercise
+it directly with recorded `nvidia-smi` outputs (tests/fixtures/nvidia-smi/).
 """
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 # nvidia-smi exit status 6: "No devices were found" (driver loaded, no GPU).
 NVSMI_NO_DEVICES = 6
 _CC = re.compile(r"^\s*(\d+)\.(\d+)\s*$")
+# An NVIDIA driver version as nvidia-smi prints it: 470.82.01, 535.104.05, 515.57.
+_DRIVER = re.compile(r"^\s*(\d+(?:\.\d+){0,3})\s*$")
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
 
@@ -22,6 +24,56 @@ def _cc_tuple(text: Any) -> Optional[tuple[int, int]]:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
+def driver_tuple(text: Any) -> Optional[tuple[int, ...]]:
+    """'535.54.03' -> (535, 54, 3): numbers per dot-separated part; None if not a version.
+
+    Compared part by part as numbers (470.82.01 < 535.54.03, 535.104.05 >
+    535.54.03); use driver_at_least, which pads missing parts with 0."""
+    if text is None or isinstance(text, (bool, float)):
+        return None  # a float has lost its parts: YAML reads 450.80 as 450.8
+    m = _DRIVER.match(str(text))
+    return tuple(int(p) for p in m.group(1).split(".")) if m else None
+
+
+def driver_at_least(version: Any, minimum: Any) -> bool:
+    """True when driver `version` >= `minimum`, numerically per part ('535' == '535.0.0').
+
+    Raises ValueError on anything that is not a driver version."""
+    a, b = driver_tuple(version), driver_tuple(minimum)
+    if a is None or b is None:
+        raise ValueError(f"not a driver version: {version if a is None else minimum!r}")
+    width = max(len(a), len(b))
+    return a + (0,) * (width - len(a)) >= b + (0,) * (width - len(b))
+
+
+def parse_query_column(stdout: str, field: str, valid: Callable[[str], Any], what: str,
+                       fields: Optional[Sequence[str]] = None) -> list[str]:
+    """One field's values from `nvidia-smi --query-gpu=... --format=csv[,noheader][,nounits]`.
+
+    One value per GPU, in index order. With a header line the field's column
+    is found by name (a unit suffix such as `memory.total [MiB]` is ignored);
+    without one, `fields` names the queried fields in order, or else the
+    first column is taken. A first line whose first cell is not a valid value
+    is a header. Raises ValueError on anything else (valid(value) falsy)."""
+    lines = [ln.strip() for ln in (stdout or "").splitlines() if ln.strip()]
+    column = list(fields).index(field) if fields and field in fields else 0
+    first = lines[0].split(",") if lines else []
+    if lines and not valid(first[column].strip() if column < len(first) else ""):
+        header = [re.sub(r"\s*\[[^\]]*\]$", "", h.strip()) for h in lines[0].split(",")]
+        if field not in header:
+            raise ValueError(f"no {field} column in {lines[0]!r}")
+        column = header.index(field)
+        lines = lines[1:]
+    values = []
+    for line in lines:
+        cells = [c.strip() for c in line.split(",")]
+        value = cells[column] if column < len(cells) else ""
+        if not valid(value):
+            raise ValueError(f"not {what}: {value!r} (line {line!r})")
+        values.append(value)
+    return values
+
+
 def parse_compute_caps(stdout: str) -> list[str]:
     """Compute capabilities from `nvidia-smi --query-gpu=compute_cap --format=csv[,noheader]`.
 
@@ -30,28 +82,21 @@ def parse_compute_caps(stdout: str) -> list[str]:
     taken (with a header) or the first column (without). Raises ValueError on
     anything else.
     """
-    lines = [ln.strip() for ln in (stdout or "").splitlines() if ln.strip()]
-    column = 0
-    if lines and not _CC.match(lines[0].split(",")[0]):
-        header = [h.strip() for h in lines[0].split(",")]
-        if "compute_cap" not in header:
-            raise ValueError(f"no compute_cap column in {lines[0]!r}")
-        column = header.index("compute_cap")
-        lines = lines[1:]
-    caps = []
-    for line in lines:
-        cells = [c.strip() for c in line.split(",")]
-        value = cells[column] if column < len(cells) else ""
-        if not _cc_tuple(value):
-            raise ValueError(f"not a compute capability: {value!r} (line {line!r})")
-        caps.append(value)
-    return caps
+    return parse_query_column(stdout, "compute_cap", _cc_tuple, "a compute capability")
 
 
-def _nvsmi_state(result: Optional[Mapping[str, Any]]) -> tuple[str, list[str], str]:
-    """('absent' | 'none' | 'gpus' | 'error', caps, detail) for a registered command result."""
+def parse_driver_versions(stdout: str, fields: Optional[Sequence[str]] = None) -> list[str]:
+    """Driver versions from `nvidia-smi --query-gpu=driver_version --format=csv[,noheader]`.
+
+    One value per GPU (one driver serves them all, so they are equal);
+    header and column handling as parse_query_column. Raises ValueError."""
+    return parse_query_column(stdout, "driver_version", driver_tuple, "a driver version", fields)
+
+
+def _nvsmi_run(result: Optional[Mapping[str, Any]]) -> tuple[str, str]:
+    """('absent' | 'none' | 'error' | 'ok', detail) for a registered nvidia-smi command result."""
     if not result or result.get("skipped"):
-        return "absent", [], "nvidia-smi was not run"
+        return "absent", "nvidia-smi was not run"
     rc = result.get("rc")
     out = (result.get("stdout") or "") + "\n" + (result.get("stderr") or "")
     msg = str(result.get("msg") or "")
@@ -60,17 +105,46 @@ def _nvsmi_state(result: Optional[Mapping[str, Any]]) -> tuple[str, list[str], s
     missing = "No such file or directory" in str(result) or (
         msg.startswith("Error executing command") and not out.strip())
     if rc in (None, 127) or missing:
-        return "absent", [], "no nvidia-smi on the host"
+        return "absent", "no nvidia-smi on the host"
     if rc == NVSMI_NO_DEVICES or "No devices were found" in out:
-        return "none", [], "nvidia-smi finds no GPU"
+        return "none", "nvidia-smi finds no GPU"
     if rc != 0:
         detail = " ".join(out.split())[:300] or msg
-        return "error", [], f"nvidia-smi failed (rc {rc}): {detail}"
+        return "error", f"nvidia-smi failed (rc {rc}): {detail}"
+    return "ok", ""
+
+
+def _nvsmi_state(result: Optional[Mapping[str, Any]]) -> tuple[str, list[str], str]:
+    """('absent' | 'none' | 'gpus' | 'error', caps, detail) for a registered command result."""
+    state, detail = _nvsmi_run(result)
+    if state != "ok":
+        return state, [], detail
     try:
-        caps = parse_compute_caps(result.get("stdout") or "")
+        caps = parse_compute_caps((result or {}).get("stdout") or "")
     except ValueError as exc:
         return "error", [], f"cannot read the compute capability ({exc}); is the driver older than 510?"
     return ("gpus" if caps else "none"), caps, f"{len(caps)} GPU(s), compute capability {', '.join(caps) or '-'}"
+
+
+def host_driver_version(result: Optional[Mapping[str, Any]]) -> Optional[str]:
+    """The host's NVIDIA driver version from a registered
+    `nvidia-smi --query-gpu=driver_version --format=csv,noheader` result, or
+    None where it cannot be read (no nvidia-smi, no GPU, an error, odd output).
+
+    Every GPU reports the same driver; should they differ, the oldest counts."""
+    state, _ = _nvsmi_run(result)
+    if state != "ok":
+        return None
+    try:
+        versions = parse_driver_versions((result or {}).get("stdout") or "")
+    except ValueError:
+        return None
+    return min(versions, key=_padded) if versions else None
+
+
+def _padded(version: str) -> tuple[int, ...]:
+    t = driver_tuple(version) or ()
+    return t + (0,) * (4 - len(t))
 
 
 def _fits(profile: Mapping[str, Any], caps: Sequence[str]) -> bool:
@@ -93,6 +167,48 @@ def _range(profile: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
+def _driver_min(name: str, profile: Mapping[str, Any]) -> Optional[str]:
+    """The profile's driver_min as text (None: the profile states none). Raises ValueError."""
+    value = profile.get("driver_min")
+    if value is None or value == "":
+        return None
+    if driver_tuple(value) is None:
+        hint = (f"; write it as a string ('{value}'): YAML reads a number such as 450.80 as 450.8"
+                if isinstance(value, float) else "")
+        raise ValueError(f"lab_image_profiles[{name}].driver_min = {value!r} is not an NVIDIA driver "
+                         f"version (numbers separated by dots, such as 535.54.03){hint}")
+    return str(value)
+
+
+def _fits_driver(name: str, profile: Mapping[str, Any], driver: Optional[str]) -> bool:
+    low = _driver_min(name, profile)
+    return driver is None or low is None or driver_at_least(driver, low)
+
+
+def _driver_refusal(head: str, name: str, profiles: Mapping[str, Mapping[str, Any]], driver: str,
+                    host: str, caps: Sequence[str], auto_order: Sequence[str]) -> str:
+    """The refusal of a GPU profile whose CUDA needs a newer driver, with the profiles that fit."""
+    order = [n for n in auto_order if n in profiles] + sorted(n for n in profiles if n not in auto_order)
+    fitting = [n for n in order if n != name and profiles[n].get("gpu") and _fits_driver(n, profiles[n], driver)
+               and (not caps or _fits(profiles[n], caps))]
+
+    def label(n: str) -> str:
+        low = _driver_min(n, profiles[n])
+        parts = [f">= {low}" if low else "no driver minimum stated"]
+        if not caps and (profiles[n].get("compute_cap_min") or profiles[n].get("compute_cap_below")):
+            parts.append(_range(profiles[n]))  # the GPUs are unknown here: say which it supports
+        return f"{n} ({'; '.join(parts)})"
+
+    gpus = f" and GPUs of compute capability {', '.join(sorted(set(caps)))}" if caps else ""
+    if fitting:
+        suggestion = (f"The profile{'s' if len(fitting) > 1 else ''} that fit{'' if len(fitting) > 1 else 's'} "
+                      f"this driver{gpus}: {', '.join(label(n) for n in fitting)}.")
+    else:
+        suggestion = f"No GPU profile fits this driver{gpus}."
+    return (f"{head} needs NVIDIA driver >= {_driver_min(name, profiles[name])}; {host} has {driver}. "
+            f"{suggestion} Install a newer driver first.")
+
+
 def lab_image_choose_profile(
     nvsmi: Optional[Mapping[str, Any]],
     profiles: Mapping[str, Mapping[str, Any]],
@@ -100,27 +216,49 @@ def lab_image_choose_profile(
     force: bool = False,
     auto_order: Sequence[str] = ("tf2.1-gpu", "tf2.15-gpu"),
     cpu_profile: str = "cpu",
+    driver: Optional[Mapping[str, Any]] = None,
+    host: str = "this host",
 ) -> dict[str, Any]:
-    """{'ok', 'profile', 'gpu_count', 'compute_caps', 'reason', 'error'}.
+    """{'ok', 'profile', 'gpu_count', 'compute_caps', 'driver_version', 'reason', 'error'}.
 
     - requested (the inventory's lab_image_profile) always wins, except that a
       GPU profile is refused on a GPU outside its compute capability range
       (TF 2.1 has no kernels for Ampere and newer) unless force is true;
     - otherwise: no nvidia-smi, or no GPU, picks cpu_profile; with GPUs, the
-      first profile of auto_order whose range covers every GPU.
+      first profile of auto_order whose range covers every GPU and whose
+      driver_min the host's driver meets;
+    - driver is the registered result of `nvidia-smi --query-gpu=driver_version
+      --format=csv,noheader`: a GPU profile whose driver_min (the oldest
+      driver its CUDA runs on) is newer than the host's driver is refused,
+      requested or picked, force or not, naming both versions and the
+      profiles that would fit. Where the driver cannot be read (no
+      nvidia-smi, no GPU) nothing is refused on its account.
     """
     state, caps, detail = _nvsmi_state(nvsmi)
-    result = {"ok": True, "profile": None, "gpu_count": len(caps), "compute_caps": caps, "reason": "", "error": ""}
+    version = host_driver_version(driver)
+    result = {"ok": True, "profile": None, "gpu_count": len(caps), "compute_caps": caps,
+              "driver_version": version, "reason": "", "error": ""}
 
     def fail(message: str) -> dict[str, Any]:
         result.update(ok=False, error=message)
         return result
+
+    try:
+        for name, profile in profiles.items():
+            _driver_min(name, profile)
+    except ValueError as exc:
+        return fail(str(exc))
+    if state == "error" and version:
+        detail = f"{detail} (NVIDIA driver {version})"
 
     if requested:
         if requested not in profiles:
             return fail(f"lab_image_profile {requested!r} is not a profile; known: {', '.join(sorted(profiles))}")
         profile = profiles[requested]
         result["profile"] = requested
+        if profile.get("gpu") and version and not _fits_driver(requested, profile, version):
+            return fail(_driver_refusal(f"lab_image_profile {requested}", requested, profiles, version, host,
+                                        caps, auto_order))
         if state == "error":
             result["reason"] = f"{requested} set by the inventory; GPU check inconclusive: {detail}"
             return result
@@ -144,10 +282,15 @@ def lab_image_choose_profile(
     if state in ("absent", "none"):
         result.update(profile=cpu_profile, reason=f"{cpu_profile}: {detail}")
         return result
-    for name in auto_order:
-        if name in profiles and _fits(profiles[name], caps):
-            result.update(profile=name, reason=f"{name}: fits {detail}")
+    by_caps = [n for n in auto_order if n in profiles and _fits(profiles[n], caps)]
+    for name in by_caps:
+        if _fits_driver(name, profiles[name], version):
+            result.update(profile=name, reason=f"{name}: fits {detail}" + (f", driver {version}" if version else ""))
             return result
+    if by_caps:
+        assert version  # only a known driver rules a profile out
+        return fail(_driver_refusal(f"lab_image_profile is unset; the profile that fits these GPUs, {by_caps[0]},",
+                                    by_caps[0], profiles, version, host, caps, auto_order))
     return fail(f"no GPU profile of {list(auto_order)} supports compute capability {', '.join(caps)}; "
                 f"set lab_image_profile (and lab_image_profile_force) in the inventory.")
 
@@ -203,4 +346,5 @@ class FilterModule:
             "lab_image_valid_user": lab_image_valid_user,
             "lab_image_context_hash": lab_image_context_hash,
             "lab_image_compute_caps": parse_compute_caps,
+            "lab_image_driver_version": host_driver_version,
         }
