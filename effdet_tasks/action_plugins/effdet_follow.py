@@ -5,6 +5,11 @@ lab container for the run's status (community.docker.docker_container_exec on
 the host), copies progress.jsonl back to the controller, and prints one
 progress line per host as it goes, so a long training shows its step and loss
 live. Returns the final status; fails when training failed or timed out.
+
+progress.jsonl lives in the lab user's folder: it is read through the
+effdet_safe_fs module (relative to `base`, the trusted host folder, never
+through a link). A link there is not followed: the follower says so once and
+goes on following the training's status without the loss.
 """
 from __future__ import annotations
 
@@ -27,8 +32,9 @@ STATUS_TRIES = 6
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("container", "user", "env", "argv", "progress_src", "progress_dest",
-                             "poll_seconds", "timeout_minutes"))
+    _VALID_ARGS = frozenset(("container", "user", "env", "argv", "base", "base_alias", "progress_src",
+                             "progress_dest", "poll_seconds", "timeout_minutes"))
+    _warned = False
 
     def _status(self, args: dict[str, Any], task_vars: dict[str, Any]) -> dict[str, Any]:
         res = self._execute_module(
@@ -41,17 +47,28 @@ class ActionModule(ActionBase):
         return json.loads(res["stdout"].strip().splitlines()[-1])
 
     def _copy_progress(self, args: dict[str, Any], task_vars: dict[str, Any]) -> dict[str, Any] | None:
-        res = self._execute_module(module_name="ansible.builtin.slurp", module_args={"src": args["progress_src"]},
-                                   task_vars=task_vars)
-        if res.get("failed"):
+        res = self._execute_module(
+            module_name="effdet_safe_fs",
+            module_args={"op": "read", "base": args["base"], "base_alias": args.get("base_alias"),
+                         "path": args["progress_src"], "missing_ok": True, "unsafe": "skip"},
+            task_vars=task_vars)
+        if res.get("failed") or res.get("skipped"):
+            if not self._warned:
+                self._warned = True
+                display.warning(f"effdet_follow: progress not copied: {res.get('msg')}")
             return None
-        text = base64.b64decode(res["content"]).decode()
+        if not res.get("exists"):
+            return None
+        text = base64.b64decode(res["content"]).decode("utf-8", errors="replace")
         dest = args["progress_dest"]
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         with open(dest, "w", encoding="utf-8") as out:
             out.write(text)
         lines = [ln for ln in text.splitlines() if ln.strip()]
-        return json.loads(lines[-1]) if lines else None
+        try:
+            return json.loads(lines[-1]) if lines else None
+        except ValueError:
+            return None
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result = super().run(tmp, task_vars)

@@ -28,6 +28,15 @@ Inventory variables (host or group vars) read here:
     verify_lab_user          str, default "lcg". The user inside the lab container.
     verify_nvidia_runtime_path  str, default nvidia_container_toolkit_runtime_path
                              or /usr/bin/nvidia-container-runtime.
+    verify_lab_sudo          nopasswd | password | none; default the host's
+                             lab_container_sudo, else lab_image_sudo, else
+                             nopasswd (the recipe's). What the lab user's sudo
+                             must be: passwordless root; root only with a
+                             password (and a password hash set); or none.
+    verify_lab_volumes_nosuid  bool; default the host's
+                             lab_container_volumes_nosuid, else false. true:
+                             every bind volume of lab_container_volumes must be
+                             nosuid,nodev on the host and inside the container.
 """
 
 from __future__ import annotations
@@ -49,6 +58,49 @@ QUERY_FIELDS = ["index", "name", "uuid", "driver_version", "memory.total", "comp
 QUERY_CMD = "nvidia-smi --query-gpu=" + ",".join(QUERY_FIELDS) + " --format=csv,noheader,nounits"
 
 
+SUDO_MODES = ("nopasswd", "password", "none")
+
+
+def _plain(value: Any) -> Any:
+    """An inventory value as given; None where it is still a Jinja expression."""
+    return None if isinstance(value, str) and "{{" in value else value
+
+
+def _sudo_mode(hv: dict[str, Any]) -> str:
+    for key in ("verify_lab_sudo", "lab_container_sudo", "lab_image_sudo"):
+        value = _plain(hv.get(key))
+        if value is None:
+            continue
+        if value not in SUDO_MODES:
+            raise ValueError(f"{key} must be one of {', '.join(SUDO_MODES)}, got {value!r}")
+        return value
+    return "nopasswd"
+
+
+def _bool(hv: dict[str, Any], *keys: str) -> bool:
+    for key in keys:
+        value = _plain(hv.get(key))
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "yes", "1", "false", "no", "0"):
+            return str(value).lower() in ("true", "yes", "1")
+        raise ValueError(f"{key} must be true or false, got {value!r}")
+    return False
+
+
+def _bind_volumes(hv: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """(host folder, container path) of each bind volume in lab_container_volumes."""
+    out = []
+    for vol in _plain(hv.get("lab_container_volumes")) or []:
+        vol = _plain(vol)
+        if isinstance(vol, str) and vol.startswith("/") and ":" in vol:
+            src, dest = vol.split(":")[:2]
+            out.append((src, dest))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class Expectations:
     gpu_count: int
@@ -59,6 +111,9 @@ class Expectations:
     lab_container: str
     lab_user: str
     nvidia_runtime_path: str
+    lab_sudo: str = "nopasswd"
+    lab_volumes_nosuid: bool = False
+    lab_bind_volumes: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_hostvars(cls, hv: dict[str, Any]) -> "Expectations":
@@ -83,6 +138,9 @@ class Expectations:
                 or hv.get("nvidia_container_toolkit_runtime_path")
                 or "/usr/bin/nvidia-container-runtime"
             ),
+            lab_sudo=_sudo_mode(hv),
+            lab_volumes_nosuid=_bool(hv, "verify_lab_volumes_nosuid", "lab_container_volumes_nosuid"),
+            lab_bind_volumes=_bind_volumes(hv),
         )
         if count > 0:
             missing = [

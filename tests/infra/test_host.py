@@ -95,10 +95,50 @@ def test_lab_user_exists(host, lab_container, expect) -> None:
 
 
 def test_lab_user_sudo(host, lab_container, expect) -> None:
-    r = _exec(host, lab_container.name, "sudo -n true", user=expect.lab_user)
-    assert r.rc == 0, f"{expect.lab_user} cannot sudo without a password: {r.stderr}"
-    r = _exec(host, lab_container.name, "sudo -n id -u", user=expect.lab_user)
-    assert r.stdout.strip() == "0"
+    """The lab user's sudo is what the inventory asked for (lab_image_sudo / lab_container_sudo /
+    verify_lab_sudo): nopasswd, password or none."""
+    user = shlex.quote(expect.lab_user)
+    policy = _exec(host, lab_container.name, f"LC_ALL=C sudo -l -U {user}")
+    assert policy.rc == 0, f"sudo -l -U {expect.lab_user} failed: {policy.stderr}"
+    no_password = _exec(host, lab_container.name, "LC_ALL=C sudo -n id -u", user=expect.lab_user)
+    if expect.lab_sudo == "nopasswd":
+        assert no_password.rc == 0, f"{expect.lab_user} cannot sudo without a password: {no_password.stderr}"
+        assert no_password.stdout.strip() == "0"
+        return
+    assert no_password.rc != 0 and no_password.stdout.strip() != "0", (
+        f"lab_image_sudo is {expect.lab_sudo}, but {expect.lab_user} becomes root without a password")
+    if expect.lab_sudo == "password":
+        assert "password is required" in no_password.stderr, no_password.stderr
+        assert "(ALL : ALL) ALL" in policy.stdout and "NOPASSWD" not in policy.stdout, policy.stdout
+        shadow = _exec(host, lab_container.name, f"getent shadow {user}")
+        assert shadow.rc == 0 and shadow.stdout.split(":")[1].startswith("$"), (
+            f"sudo asks {expect.lab_user} for a password, but no password hash is set "
+            "(lab_container_user_password_hash)")
+    else:
+        assert "is not allowed to run sudo" in policy.stdout, policy.stdout
+
+
+def _vfs_options(host, command: str) -> set[str]:
+    out = host.run(command)
+    lines = out.stdout.strip().splitlines()
+    assert out.rc == 0 and lines, f"{command}: {out.stderr}"
+    return set(lines[-1].split(","))
+
+
+def test_lab_bind_volumes_nosuid(host, lab_container, expect) -> None:
+    """lab_container_volumes_nosuid: every bind folder is nosuid,nodev on the host, and so is its mount
+    in the running container (a set-uid or device file left there gives root to no one)."""
+    if not expect.lab_volumes_nosuid:
+        pytest.skip("lab_container_volumes_nosuid is false (verify_lab_volumes_nosuid): not asked for")
+    assert expect.lab_bind_volumes, "lab_container_volumes_nosuid is true, but lab_container_volumes has no bind volume"
+    pid = int(lab_container.inspect["State"]["Pid"])
+    for src, dest in expect.lab_bind_volumes:
+        on_host = _vfs_options(host, f"findmnt -rn -o VFS-OPTIONS --target {shlex.quote(src)}")
+        assert {"nosuid", "nodev"} <= on_host, f"{src} on the host is mounted {','.join(sorted(on_host))}"
+        inside = _vfs_options(host, f"findmnt -rn -N {pid} -o VFS-OPTIONS --mountpoint {shlex.quote(dest)}")
+        assert {"nosuid", "nodev"} <= inside, (
+            f"{dest} in {lab_container.name} is mounted {','.join(sorted(inside))}: restart the container "
+            "(run the container stage) so it takes the host folder's nosuid,nodev")
 
 
 def test_lab_sshd_running(host, lab_container) -> None:

@@ -1,0 +1,450 @@
+"""effdet_safe_fs (effdet_tasks/library) and its action plugins, on a scratch tree.
+
+The lab user owns the data folder; every test plants what a hostile lab user
+could (links to "host" files outside the base, a FIFO, a hard link, a folder
+swapped for a link) and checks that nothing outside the base is read, written,
+chowned or chmodded. The last tests run the module and the put/fetch action
+plugins through ansible-playbook against localhost.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.util
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("effdet_safe_fs", REPO / "effdet_tasks/library/effdet_safe_fs.py")
+fs = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(fs)
+
+SECRET = "root:$6$canary-shadow-line:19000:0:99999:7:::\n"
+
+
+@pytest.fixture()
+def lab(tmp_path: Path) -> dict:
+    """base/ (the data folder) with effdet-lab/ in it, and outside/ (the host) with a secret file
+    (0600) and a folder (0755) that must never change."""
+    base = tmp_path / "data"
+    (base / "effdet-lab" / "runs" / "r1").mkdir(parents=True)
+    outside = tmp_path / "host"
+    (outside / "dir").mkdir(parents=True)
+    os.chmod(outside / "dir", 0o755)
+    secret = outside / "shadow"
+    secret.write_text(SECRET)
+    os.chmod(secret, 0o600)
+    return {"base": str(base), "b": base, "outside": outside, "secret": secret}
+
+
+def snapshot(path: Path) -> list[tuple]:
+    """Owner, mode and content of everything under path (links not followed)."""
+    out = []
+    for p in sorted([path, *path.rglob("*")]):
+        st = p.lstat()
+        out.append((str(p), st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode),
+                    p.read_bytes() if p.is_file() and not p.is_symlink() else None))
+    return out
+
+
+def run(lab: dict, op: str, path: str, check: bool = False, **params) -> dict:
+    return fs.run({"op": op, "base": lab["base"], "base_alias": "/data", "path": path, **params}, check_mode=check)
+
+
+# ---------------------------------------------------------------------------
+# paths
+
+
+@pytest.mark.parametrize("path, parts", [
+    ("effdet-lab/runs", ["effdet-lab", "runs"]),
+    ("/srv/d/effdet-lab/x", ["effdet-lab", "x"]),
+    ("effdet-lab/", ["effdet-lab"]),
+    ("", []),
+    ("/srv/d", []),
+])
+def test_paths_below_the_base(path, parts):
+    assert fs.split_path("/srv/d", path) == parts
+
+
+@pytest.mark.parametrize("path", ["/srv/other/x", "/srv/dx/y", "a/../../etc", "../x", "a//b", "a/./b", "a\x00b", "/etc/shadow"])
+def test_paths_outside_or_not_normal_are_refused(path):
+    with pytest.raises(fs.Refused):
+        fs.split_path("/srv/d", path)
+
+
+def test_modes():
+    assert fs.parse_mode("0644", 0) == 0o644
+    assert fs.parse_mode("755", 0) == 0o755
+    assert fs.parse_mode(0o600, 0) == 0o600
+    assert fs.parse_mode(None, 0o700) == 0o700
+    for bad in ("rwx", "0999", "u+x"):
+        with pytest.raises(fs.FsError):
+            fs.parse_mode(bad, 0)
+
+
+# ---------------------------------------------------------------------------
+# mkdir
+
+
+def test_mkdir_creates_with_owner_and_mode_and_is_idempotent(lab):
+    r = run(lab, "mkdir", "effdet-lab/runs/r2/infer-input", owner=1001, group=1001, mode="0750")
+    assert r["changed"] and not r.get("failed"), r
+    for rel in ("effdet-lab/runs/r2", "effdet-lab/runs/r2/infer-input"):
+        st = (lab["b"] / rel).stat()
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (1001, 1001, 0o750), rel
+    assert run(lab, "mkdir", "effdet-lab/runs/r2/infer-input", owner=1001, group=1001, mode="0750")["changed"] is False
+
+
+def test_mkdir_fixes_the_owner_and_mode_of_the_last_folder_only(lab):
+    r = run(lab, "mkdir", "effdet-lab/runs/r1", owner=1001, group=1001, mode="0755")
+    assert r["changed"] and r["attributes_changed"]
+    assert (lab["b"] / "effdet-lab/runs/r1").stat().st_uid == 1001
+    assert (lab["b"] / "effdet-lab/runs").stat().st_uid == 0
+
+
+def test_mkdir_check_mode_changes_nothing(lab):
+    before = snapshot(lab["b"])
+    r = run(lab, "mkdir", "effdet-lab/runs/new/deeper", check=True, owner=1001, group=1001, mode="0755")
+    assert r["changed"] and snapshot(lab["b"]) == before
+
+
+@pytest.mark.parametrize("link_at, path", [
+    ("effdet-lab/runs/r1", "effdet-lab/runs/r1"),                 # the folder itself
+    ("effdet-lab/runs/r1", "effdet-lab/runs/r1/infer-input"),     # a folder on the way
+    ("effdet-lab/code", "effdet-lab/code/effdetlab"),             # a link planted where a folder will be made
+])
+def test_mkdir_refuses_a_link_and_leaves_the_host_folder_alone(lab, link_at, path):
+    target = lab["outside"] / "dir"
+    link = lab["b"] / link_at
+    if link.exists():
+        link.rmdir()
+    link.symlink_to(target)
+    before = snapshot(lab["outside"])
+    r = run(lab, "mkdir", path, owner=1001, group=1001, mode="0777")
+    assert r["failed"] and r["refused"], r
+    assert f"refusing {lab['base']}/{link_at} (in the lab container: /data/{link_at})" in r["msg"]
+    assert f"it is a symlink to {str(target)!r}" in r["msg"]
+    assert snapshot(lab["outside"]) == before
+
+
+def test_a_file_where_a_folder_should_be(lab):
+    (lab["b"] / "effdet-lab/runs/file").write_text("x")
+    r = run(lab, "mkdir", "effdet-lab/runs/file/sub", owner=1001)
+    assert r["failed"] and "is a file, not a folder" in r["msg"]
+
+
+# ---------------------------------------------------------------------------
+# write
+
+
+def test_write_sets_content_owner_and_mode_and_is_idempotent(lab):
+    r = run(lab, "write", "effdet-lab/runs/r1/config.json", content="{}\n", owner=1001, group=1001, mode="0644")
+    assert r["changed"], r
+    f = lab["b"] / "effdet-lab/runs/r1/config.json"
+    st = f.stat()
+    assert f.read_text() == "{}\n" and (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (1001, 1001, 0o644)
+    assert run(lab, "write", str(f), content="{}\n", owner=1001, group=1001, mode="0644")["changed"] is False
+    os.chmod(f, 0o666)
+    r = run(lab, "write", str(f), content="{}\n", owner=1001, group=1001, mode="0644")
+    assert r["changed"] and r["attributes_changed"] and stat.S_IMODE(f.stat().st_mode) == 0o644
+    assert not [p for p in f.parent.iterdir() if p.name.startswith(".effdet-tmp")]
+
+
+def test_write_diff_and_check_mode(lab):
+    f = lab["b"] / "effdet-lab/runs/r1/m.json"
+    f.write_text("old\n")
+    before = snapshot(lab["b"])
+    r = fs.run({"op": "write", "base": lab["base"], "path": str(f), "content": "new\n", "mode": "0644"},
+               check_mode=True, diff=True)
+    assert r["changed"] and r["diff"]["before"] == "old\n" and r["diff"]["after"] == "new\n"
+    assert snapshot(lab["b"]) == before
+
+
+@pytest.mark.parametrize("planted", ["file-link", "folder-link"])
+def test_write_refuses_links(lab, planted):
+    run_dir = lab["b"] / "effdet-lab/runs/r1"
+    if planted == "file-link":
+        (run_dir / "config.json").symlink_to(lab["secret"])
+        path, link = "effdet-lab/runs/r1/config.json", "effdet-lab/runs/r1/config.json"
+    else:
+        (run_dir / "train-x").symlink_to(lab["outside"] / "dir")
+        path, link = "effdet-lab/runs/r1/train-x/config.json", "effdet-lab/runs/r1/train-x"
+    before = snapshot(lab["outside"])
+    r = run(lab, "write", path, content="{}\n", owner=1001, group=1001, mode="0644")
+    assert r["failed"] and r["refused"] and f"refusing {lab['base']}/{link} " in r["msg"], r
+    assert snapshot(lab["outside"]) == before
+
+
+def test_write_replaces_a_hard_linked_file_without_touching_the_other_name(lab):
+    other = lab["b"] / "other"
+    other.write_text("keep\n")
+    f = lab["b"] / "effdet-lab/runs/r1/config.json"
+    os.link(other, f)
+    assert run(lab, "write", str(f), content="new\n", mode="0644")["changed"]
+    assert other.read_text() == "keep\n" and f.read_text() == "new\n"
+
+
+# ---------------------------------------------------------------------------
+# stat, read
+
+
+def test_stat(lab):
+    f = lab["b"] / "effdet-lab/runs/r1/train_status.json"
+    assert run(lab, "stat", str(f))["stat"] == {"exists": False}
+    assert run(lab, "stat", "effdet-lab/missing/deeper/x")["stat"] == {"exists": False}
+    f.write_text("{}")
+    s = run(lab, "stat", str(f), get_checksum=True)["stat"]
+    assert s["exists"] and s["isreg"] and s["checksum"] == hashlib.sha1(b"{}").hexdigest()
+    assert run(lab, "stat", "effdet-lab/runs")["stat"]["isdir"]
+
+
+@pytest.mark.parametrize("where", ["file", "folder"])
+def test_stat_refuses_links(lab, where):
+    run_dir = lab["b"] / "effdet-lab/runs/r1"
+    if where == "file":
+        (run_dir / "report.json").symlink_to(lab["secret"])
+        path = "effdet-lab/runs/r1/report.json"
+    else:
+        (run_dir / "data").symlink_to(lab["outside"] / "dir")
+        path = "effdet-lab/runs/r1/data/train/report.json"
+    r = run(lab, "stat", path, get_checksum=True)
+    assert r["failed"] and r["refused"] and "symlink" in r["msg"]
+
+
+def test_read(lab):
+    f = lab["b"] / "effdet-lab/runs/r1/export.json"
+    data = os.urandom(3000)
+    f.write_bytes(data)
+    r = run(lab, "read", str(f))
+    assert base64.b64decode(r["content"]) == data and r["eof"] and r["size"] == 3000
+    r = run(lab, "read", str(f), offset=1000, length=1500)
+    assert base64.b64decode(r["content"]) == data[1000:2500] and not r["eof"]
+    r = run(lab, "read", str(f), unless_sha1=hashlib.sha1(data).hexdigest())
+    assert r["same"] and "content" not in r
+    assert run(lab, "read", str(f), max_bytes=100)["failed"]
+    assert run(lab, "read", "effdet-lab/runs/r1/none.json", missing_ok=True)["exists"] is False
+    assert run(lab, "read", "effdet-lab/runs/r1/none.json")["failed"]
+
+
+def test_read_refuses_a_link_to_a_host_file_or_skips_it(lab):
+    link = lab["b"] / "effdet-lab/runs/r1/report.md"
+    link.symlink_to(lab["secret"])
+    r = run(lab, "read", str(link))
+    assert r["failed"] and r["refused"] and SECRET not in json.dumps(r)
+    assert f"it is a symlink to {str(lab['secret'])!r}" in r["msg"]
+    r = run(lab, "read", str(link), unsafe="skip")
+    assert r["skipped"] and "content" not in r and SECRET not in json.dumps(r)
+
+
+def test_read_never_opens_a_fifo_or_a_hard_link(lab):
+    fifo = lab["b"] / "effdet-lab/runs/r1/progress.jsonl"
+    os.mkfifo(fifo)
+    r = run(lab, "read", str(fifo))      # would block forever if it were opened
+    assert r["failed"] and "a FIFO" in r["msg"]
+    hard = lab["b"] / "effdet-lab/runs/r1/hard.json"
+    os.link(lab["secret"], hard)
+    r = run(lab, "read", str(hard))
+    assert r["failed"] and "2 hard links" in r["msg"] and SECRET not in json.dumps(r)
+
+
+def test_read_refuses_a_device_node(lab):
+    dev = lab["b"] / "effdet-lab/runs/r1/export.json"
+    try:
+        os.mknod(dev, 0o600 | stat.S_IFCHR, os.makedev(1, 3))   # /dev/null's numbers
+    except PermissionError:
+        pytest.skip("no CAP_MKNOD here")
+    r = run(lab, "read", str(dev))
+    assert r["failed"] and "a device node" in r["msg"]
+
+
+# ---------------------------------------------------------------------------
+# find
+
+
+def test_find_matches_ansible_find_and_skips_links(lab):
+    data = lab["b"] / "effdet-lab/runs/r1/data"
+    (data / "train").mkdir(parents=True)
+    (data / "train" / "train-00000-of-00001.tfrecord").write_bytes(b"rec")
+    (data / "train" / "report.json").write_text("{}")
+    (data / "train" / "notes.txt").write_text("x")
+    (data / "train" / ".hidden.json").write_text("{}")
+    (data / "train" / "stolen.json").symlink_to(lab["secret"])
+    (data / "val").symlink_to(lab["outside"] / "dir")
+    r = run(lab, "find", str(data), patterns=["*.tfrecord", "*.json", "*.yaml"], recurse=True, get_checksum=True)
+    assert not r.get("failed"), r
+    assert [f["rel"] for f in r["files"]] == ["effdet-lab/runs/r1/data/train/report.json",
+                                              "effdet-lab/runs/r1/data/train/train-00000-of-00001.tfrecord"]
+    rec = r["files"][1]
+    assert rec["path"] == f"{lab['base']}/{rec['rel']}" and rec["checksum"] == hashlib.sha1(b"rec").hexdigest()
+    assert len(r["warnings"]) == 2 and all("never followed" in w for w in r["warnings"])
+    assert any("stolen.json" in w for w in r["warnings"]) and any("/data/val" in w for w in r["warnings"])
+
+
+def test_find_refuses_a_link_as_the_folder_and_tolerates_a_missing_one(lab):
+    (lab["b"] / "effdet-lab/runs/r1/infer").symlink_to(lab["outside"] / "dir")
+    r = run(lab, "find", "effdet-lab/runs/r1/infer", patterns=["*.jpg"])
+    assert r["failed"] and r["refused"]
+    r = run(lab, "find", "effdet-lab/runs/r1/none", patterns=["*.jpg"])
+    assert r["files"] == [] and r["exists"] is False
+
+
+# ---------------------------------------------------------------------------
+# tree (effdet_safe_put's module side)
+
+
+def manifest_entry(rel: str, data: bytes, inline: bool = False) -> dict:
+    entry = {"path": rel, "sha1": hashlib.sha1(data).hexdigest()}
+    if inline:
+        entry["content_b64"] = base64.b64encode(data).decode()
+    return entry
+
+
+def test_tree_lists_what_it_needs_then_writes_it(lab):
+    files = {"Annotations/a.xml": b"<a/>", "JPEGImages/a b.JPG": os.urandom(500), "ImageSets/Main/train.txt": b"a\n"}
+    common = {"owner": 1001, "group": 1001, "mode": "0644", "dir_mode": "0755",
+              "dirs": ["Annotations", "JPEGImages", "ImageSets", "ImageSets/Main"]}
+    r = run(lab, "tree", "effdet-lab/datasets/voc", files=[manifest_entry(k, v) for k, v in files.items()], **common)
+    assert sorted(r["need"]) == sorted(files) and r["changed"]   # folders were made
+    r = run(lab, "tree", "effdet-lab/datasets/voc", files=[manifest_entry(k, v, True) for k, v in files.items()],
+            **common)
+    assert len(r["written"]) == 3
+    for rel, data in files.items():
+        f = lab["b"] / "effdet-lab/datasets/voc" / rel
+        assert f.read_bytes() == data and f.stat().st_uid == 1001
+    assert (lab["b"] / "effdet-lab/datasets/voc/ImageSets/Main").stat().st_uid == 1001
+    r = run(lab, "tree", "effdet-lab/datasets/voc", files=[manifest_entry(k, v) for k, v in files.items()], **common)
+    assert r["changed"] is False and r["need"] == []
+
+
+def test_tree_refuses_a_link_among_the_files_or_folders(lab):
+    voc = lab["b"] / "effdet-lab/datasets/voc"
+    (voc / "Annotations").mkdir(parents=True)
+    (voc / "Annotations" / "a.xml").symlink_to(lab["secret"])
+    (voc / "JPEGImages").symlink_to(lab["outside"] / "dir")
+    before = snapshot(lab["outside"])
+    r = run(lab, "tree", str(voc), files=[manifest_entry("Annotations/a.xml", b"<a/>", True)], owner=1001, mode="0644")
+    assert r["failed"] and "a.xml" in r["msg"] and "symlink" in r["msg"]
+    r = run(lab, "tree", str(voc), dirs=["JPEGImages"], owner=1001, group=1001, mode="0644")
+    assert r["failed"] and "JPEGImages" in r["msg"]
+    assert snapshot(lab["outside"]) == before
+
+
+def test_tree_rejects_content_damaged_in_transfer(lab):
+    entry = manifest_entry("a.txt", b"right")
+    entry["content_b64"] = base64.b64encode(b"wrong").decode()
+    r = run(lab, "tree", "effdet-lab/t", files=[entry], mode="0644")
+    assert r["failed"] and "damaged in transfer" in r["msg"]
+
+
+# ---------------------------------------------------------------------------
+# sync (the automl checkout, mirrored from a root-only folder)
+
+
+def test_sync_mirrors_and_never_follows_what_it_finds(lab, tmp_path):
+    src = tmp_path / "checkout"
+    (src / "efficientdet").mkdir(parents=True)
+    (src / "efficientdet" / "main.py").write_text("print(1)\n")
+    (src / "run.sh").write_text("#!/bin/sh\n")
+    os.chmod(src / "run.sh", 0o755)
+    (src / "link").symlink_to("efficientdet/main.py")
+    dest = lab["b"] / "effdet-lab/automl"
+    (dest / "efficientdet").mkdir(parents=True)
+    (dest / "efficientdet" / "main.py").symlink_to(lab["secret"])   # planted: replaced, never written through
+    (dest / "stale").write_text("old")
+    (dest / "olddir").mkdir()
+    (dest / "olddir" / "to-host").symlink_to(lab["outside"] / "dir")
+    before = snapshot(lab["outside"])
+    r = run(lab, "sync", str(dest), src=str(src), owner=0, group=0, dir_mode="0755")
+    assert r["changed"] and not r.get("failed"), r
+    assert (dest / "efficientdet" / "main.py").read_text() == "print(1)\n"
+    assert not (dest / "efficientdet" / "main.py").is_symlink()
+    assert stat.S_IMODE((dest / "run.sh").stat().st_mode) == 0o755
+    assert os.readlink(dest / "link") == "efficientdet/main.py"
+    assert not (dest / "stale").exists() and not (dest / "olddir").exists()
+    assert snapshot(lab["outside"]) == before
+    assert run(lab, "sync", str(dest), src=str(src), owner=0, group=0, dir_mode="0755")["changed"] is False
+
+
+def test_sync_refuses_a_link_as_the_mirror_itself(lab, tmp_path):
+    src = tmp_path / "checkout"
+    src.mkdir()
+    (src / "x").write_text("x")
+    (lab["b"] / "effdet-lab/automl").symlink_to(lab["outside"] / "dir")
+    before = snapshot(lab["outside"])
+    r = run(lab, "sync", "effdet-lab/automl", src=str(src), owner=0, group=0)
+    assert r["failed"] and r["refused"] and snapshot(lab["outside"]) == before
+
+
+# ---------------------------------------------------------------------------
+# Through Ansible: the module's argument spec, effdet_safe_put and effdet_safe_fetch
+
+
+def ansible_env() -> dict:
+    return {**os.environ, "ANSIBLE_LIBRARY": str(REPO / "effdet_tasks/library"),
+            "ANSIBLE_ACTION_PLUGINS": str(REPO / "effdet_tasks/action_plugins"),
+            "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
+
+
+def playbook(tmp_path: Path, tasks: list, *args: str) -> subprocess.CompletedProcess:
+    book = tmp_path / "play.yml"
+    book.write_text(json.dumps([{"hosts": "localhost", "connection": "local", "gather_facts": False,
+                                 "tasks": tasks}]))
+    return subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", "localhost,", str(book),
+                           "-e", f"ansible_python_interpreter={sys.executable}", *args], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, env=ansible_env(), cwd=REPO, check=False)
+
+
+def test_put_and_fetch_through_ansible(lab, tmp_path, monkeypatch):
+    src = tmp_path / "voc"
+    (src / "Annotations").mkdir(parents=True)
+    (src / "Annotations" / "a.xml").write_text("<a/>")
+    (src / "__pycache__").mkdir()
+    (src / "__pycache__" / "x.pyc").write_bytes(b"\0")
+    big = os.urandom(5 * 1024 * 1024)          # over the inline limit: through the tmp folder
+    (src / "big.bin").write_bytes(big)
+    (src / "skip-link").symlink_to(lab["secret"])
+    results = tmp_path / "results"
+    common = {"base": lab["base"], "base_alias": "/data"}
+    tasks = [
+        {"name": "put", "effdet_safe_put": {**common, "src": str(src), "path": "effdet-lab/datasets/voc",
+                                            "owner": 1001, "group": 1001, "mode": "0644", "dir_mode": "0755",
+                                            "exclude": "__pycache__"}, "register": "put"},
+        {"name": "fetch", "effdet_safe_fetch": {**common, "path": "effdet-lab/datasets/voc/big.bin",
+                                                "dest": str(results / "big.bin")}, "register": "fetched"},
+        {"name": "fetch a link", "effdet_safe_fetch": {**common, "path": "effdet-lab/runs/r1/report.md",
+                                                       "dest": str(results / "report.md")}},
+        {"name": "show", "ansible.builtin.debug": {"msg": "PUT={{ put.changed }} FETCHED={{ fetched.changed }}"}},
+    ]
+    (lab["b"] / "effdet-lab/runs/r1/report.md").symlink_to(lab["secret"])
+    first = playbook(tmp_path, tasks)
+    assert first.returncode == 0, first.stdout[-3000:]
+    said = " ".join(first.stdout.split())
+    assert "PUT=True FETCHED=True" in said
+    assert "not fetched to the controller: refusing" in said and "report.md" in said and "symlink" in said, said
+    voc = lab["b"] / "effdet-lab/datasets/voc"
+    assert (voc / "big.bin").read_bytes() == big and (results / "big.bin").read_bytes() == big
+    assert (voc / "Annotations" / "a.xml").stat().st_uid == 1001
+    assert not (voc / "__pycache__").exists() and not (voc / "skip-link").exists()
+    assert not (results / "report.md").exists()
+    second = playbook(tmp_path, tasks)
+    assert second.returncode == 0 and "PUT=False FETCHED=False" in " ".join(second.stdout.split()), second.stdout[-3000:]
+    check = playbook(tmp_path, tasks, "--check", "--diff")
+    assert check.returncode == 0 and "changed=0" in check.stdout, check.stdout[-3000:]
+    assert SECRET.strip() not in "".join(p.read_text(errors="replace") for p in results.rglob("*") if p.is_file())
+
+
+def test_fetch_refuses_a_link_among_the_folders(lab, tmp_path):
+    (lab["b"] / "effdet-lab/runs/r1/train-x").symlink_to(lab["outside"])
+    tasks = [{"name": "fetch", "effdet_safe_fetch": {"base": lab["base"], "path": "effdet-lab/runs/r1/train-x/shadow",
+                                                     "dest": str(tmp_path / "out" / "shadow")}}]
+    run_ = playbook(tmp_path, tasks)
+    assert run_.returncode != 0
+    said = " ".join(run_.stdout.split())
+    assert "refusing" in said and "train-x" in said and not (tmp_path / "out" / "shadow").exists()
+    assert SECRET.strip() not in run_.stdout
