@@ -69,6 +69,11 @@ def dockerd_pid(host: ScratchHost) -> str:
     return host.sh("systemctl show docker -p MainPID --value").stdout.strip()
 
 
+def docker0(host: ScratchHost) -> str:
+    """The host's docker0 bridge (index and name), which the throw-away dockerd must never touch."""
+    return host.sh("ip -o link show docker0 | cut -d' ' -f1-2").stdout.strip()
+
+
 def test_check_mode_on_a_bare_host_changes_nothing_and_names_the_changes(host, tmp_path):
     started = time.monotonic()
     run = host.play("site.yml", "--check", "--diff", "-e", extra(tmp_path, NESTED))
@@ -136,6 +141,8 @@ def test_a_value_dockerd_rejects_leaves_it_on_the_last_accepted_file(host, tmp_p
     no --validate, so a throw-away dockerd is asked. It refuses; nothing is written."""
     accepted = host.read(CONFIG)
     pid = dockerd_pid(host)
+    bridge = docker0(host)
+    assert bridge.endswith("docker0:"), bridge
     run = converge(host, tmp_path, {"docker_daemon_insecure_registries": ["10.0.0.0/33"]})
     assert run.rc != 0
     text = " ".join(run.output.split())
@@ -144,6 +151,7 @@ def test_a_value_dockerd_rejects_leaves_it_on_the_last_accepted_file(host, tmp_p
     assert run.recap[host.name]["changed"] == 0
     assert host.read(CONFIG) == accepted
     assert dockerd_pid(host) == pid
+    assert docker0(host) == bridge, "the throw-away dockerd touched the host's docker0"
     assert host.sh("ls -a /var/lib/docker /run | grep -c effdet-lab-check || true").stdout.strip() == "0"
     # A pattern catches the plainly malformed value before dockerd is asked.
     typo = converge(host, tmp_path, {"docker_daemon_insecure_registries": ["foo bar"]})
@@ -155,6 +163,7 @@ def test_a_value_dockerd_rejects_leaves_it_on_the_last_accepted_file(host, tmp_p
 
 
 def test_reload_is_checked_and_backups_do_not_pile_up(host, tmp_path):
+    bridge = docker0(host)
     for debug in (True, False, True):
         run = converge(host, tmp_path, {"docker_daemon_extra_config": {
             **NESTED["docker_daemon_extra_config"], "debug": debug}})
@@ -162,6 +171,7 @@ def test_reload_is_checked_and_backups_do_not_pile_up(host, tmp_path):
         assert "Reload dockerd (debug)" in run.output
         info = json.loads(host.sh("docker info --format '{{json .}}'").stdout)
         assert info["Debug"] is debug
+        assert docker0(host) == bridge, "a reload keeps the host's docker0"
     backups = host.sh(f"ls {CONFIG}.*~").stdout.split()
     assert len(backups) == 3, backups
 

@@ -12,6 +12,7 @@ description:
     candidate, with its own data root (inside the real one, so the storage driver meets the same filesystem), its own
     exec root and socket under /run, its own containerd namespace, no bridge, no iptables and no metrics listener.
     The candidate is accepted when that dockerd answers on its socket, rejected with dockerd's own words when it exits.
+    It runs in network and mount namespaces of its own (unshare), so it cannot touch the host's docker0 or mounts.
     The throw-away dockerd is stopped and its folders removed either way; the real dockerd and daemon.json are never touched.
   - Runs in check mode too: it changes nothing on the host.
 options:
@@ -48,6 +49,11 @@ DROPPED_KEYS = ("hosts", "pidfile", "data-root", "exec-root", "bip", "fixed-cidr
                 "default-gateway", "default-gateway-v6", "icc", "metrics-addr", "containerd-namespace",
                 "containerd-plugins-namespace", "live-restore")
 CHECK_NAMESPACE = "effdet-lab-dockerd-check"
+# The throw-away dockerd gets network and mount namespaces of its own: with no
+# bridge it would otherwise delete the host's live docker0 (dockerd removes the
+# default bridge interface when "bridge" is "none"), and whatever it mounts goes
+# away with it.
+ISOLATE = ("unshare", "--net", "--mount", "--propagation", "private")
 
 
 def check_copy(config: dict[str, Any], data_root: str, exec_root: str, sock: str) -> dict[str, Any]:
@@ -145,8 +151,8 @@ def throwaway_dockerd(config: dict[str, Any], data_root: str, timeout: int) -> d
         json.dump(check_copy(config, os.path.join(root, "data"), os.path.join(run, "exec"), sock), handle)
     started = time.monotonic()
     with open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.Popen(["dockerd", "--config-file", config_path], stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen([*ISOLATE, "dockerd", "--config-file", config_path], stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
     try:
         accepted = False
         while time.monotonic() - started < timeout:
@@ -188,6 +194,10 @@ def main() -> None:
     data_root = config.get("data-root") or module.params["data_root"]
     if "--validate" in _dockerd_help():
         result = validate_flag(config)
+    elif shutil.which(ISOLATE[0]) is None:
+        module.fail_json(msg="dockerd has no --validate and unshare (util-linux) is missing: a throw-away dockerd "
+                             "cannot be started apart from the host's network, so the new daemon.json cannot be "
+                             "checked. Install util-linux. Nothing was changed.")
     else:
         result = throwaway_dockerd(config, data_root, module.params["timeout"])
     module.exit_json(changed=False, **result)
