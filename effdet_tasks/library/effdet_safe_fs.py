@@ -304,25 +304,7 @@ class Base:
 
         Missing folders are None, or with create=(mode, uid, gid) made with that owner and mode
         (in check mode only noted in created, and None is returned)."""
-        fd = os.dup(self.fd)
-        for i in range(len(parts)):
-            here = parts[:i + 1]
-            try:
-                child = self.open_child_dir(fd, here)
-                if child is None:
-                    if create is None:
-                        return None
-                    if created is not None:
-                        created.append(self.shown(here))
-                    if check_mode:
-                        return None
-                    child = self.make_dir(fd, here, *create)
-            except BaseException:
-                os.close(fd)
-                raise
-            os.close(fd)
-            fd = child
-        return fd
+        return open_under(self, self.fd, [], parts, create, check_mode, created)
 
     def make_dir(self, dir_fd: int, parts: List[str], mode: int, uid: Optional[int], gid: Optional[int]) -> int:
         """mkdir parts[-1] in dir_fd, then open it (never through a link) and set owner and mode on the fd."""
@@ -816,8 +798,10 @@ def put_files(base: Base, root: List[str], p: Dict[str, Any], check_mode: bool) 
 
 def open_under(base: Base, top: int, root: List[str], sub: List[str],
                create: Optional[Tuple[int, Optional[int], Optional[int]]], check_mode: bool,
-               created: List[str]) -> Optional[int]:
-    """The folder root/sub as an fd, walked from top (the fd of root), created like Base.open_dir."""
+               created: Optional[List[str]]) -> Optional[int]:
+    """The folder root/sub as an fd (the caller closes it), walked from top (the fd of root) one
+    folder at a time, never through a link. Missing folders are None, or with create=(mode, uid,
+    gid) made with that owner and mode (in check mode only noted in created, and None is returned)."""
     fd = os.dup(top)
     for i in range(len(sub)):
         here = root + sub[:i + 1]
@@ -826,7 +810,8 @@ def open_under(base: Base, top: int, root: List[str], sub: List[str],
             if child is None:
                 if create is None:
                     return None
-                created.append(base.shown(here))
+                if created is not None:
+                    created.append(base.shown(here))
                 if check_mode:
                     return None
                 child = base.make_dir(fd, here, *create)
