@@ -5,7 +5,8 @@ A TFRecord file is a sequence of
 (little endian; tensorflow/core/lib/io/record_writer.cc).  Python's stdlib has no
 CRC-32C, and `import tensorflow` costs ~2 s, longer than converting 1,000 images.
 So the fast path binds the CRC-32C routine that tensorflow's own record writer
-uses, `tsl::crc32c::Extend`, from the installed libtensorflow_framework.so.2 via
+uses, `tsl::crc32c::Extend` (`tensorflow::crc32c::Extend` before TF 2.13), from the
+installed libtensorflow_framework.so.2 (in tensorflow_core/ for TF 2.0 and 2.1) via
 ctypes (~25 ms), and checks it against the CRC-32C check value of "123456789"
 (0xE3069283) before use.  If the library or symbol is not there (another TF
 build or version), or EFFDETLAB_RECORD_WRITER=tf is set, the writer falls back to
@@ -16,10 +17,12 @@ import ctypes
 import importlib.util
 import os
 import struct
-from typing import Callable, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 _MASK_DELTA = 0xA282EAD8
 _CHECK_INPUT, _CHECK_VALUE = b"123456789", 0xE3069283
+# The packages whose folder may hold the library: tensorflow, and tensorflow_core in TF 2.0/2.1.
+_PACKAGES = ("tensorflow", "tensorflow_core")
 # tsl::crc32c::Extend(uint32, const char*, size_t) in TF 2.13+; tensorflow:: in older builds.
 _SYMBOLS = ("_ZN3tsl6crc32c6ExtendEjPKcm", "_ZN10tensorflow6crc32c6ExtendEjPKcm")
 
@@ -30,10 +33,7 @@ _crc_loaded = False
 def _load_native_crc32c() -> Optional[Callable[[int, bytes, int], int]]:
     if os.environ.get("EFFDETLAB_RECORD_WRITER", "").lower() == "tf":
         return None
-    spec = importlib.util.find_spec("tensorflow")  # locates the package without importing it
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for d in spec.submodule_search_locations:
+    for d in _package_dirs():
         lib_path = os.path.join(d, "libtensorflow_framework.so.2")
         if not os.path.isfile(lib_path):
             continue
@@ -51,6 +51,18 @@ def _load_native_crc32c() -> Optional[Callable[[int, bytes, int], int]]:
             if fn(0, _CHECK_INPUT, len(_CHECK_INPUT)) == _CHECK_VALUE:
                 return fn
     return None
+
+
+def _package_dirs() -> List[str]:
+    """The folders that may hold libtensorflow_framework.so.2, found without importing tensorflow:
+    the tensorflow package, and tensorflow_core (TF 2.0 and 2.1 keep the library there; their
+    tensorflow package is a thin shim)."""
+    dirs = []  # type: List[str]
+    for name in _PACKAGES:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations:
+            dirs.extend(d for d in spec.submodule_search_locations if d not in dirs)
+    return dirs
 
 
 def native_crc32c() -> Optional[Callable[[int, bytes, int], int]]:

@@ -1,10 +1,10 @@
-"""python -m labbox {up,services,down,status}: manage the lab-in-a-box."""
+"""python -m labbox {up,services,standin,demo,down,status}: manage the lab-in-a-box."""
 from __future__ import annotations
 
 import argparse
 import sys
 
-from . import aptrepo, demo, demo_data, engine, hosts, images, inventory, services, tfbase
+from . import aptrepo, demo, demo_data, engine, hosts, images, inventory, services, tf21base, tfbase
 from .shell import docker, log
 
 
@@ -46,6 +46,16 @@ def cmd_services(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_standin(_: argparse.Namespace) -> int:
+    """The stand-in for the recipe's tensorflow/tensorflow:2.1.0-gpu-py3, built once and served.
+
+    Not part of `services`: it needs a CPython 3.6 tree on the controller
+    (tf21base.python36_prefix), which only the tf2.1-gpu tests need."""
+    ref = tf21base.ensure_served(images.ensure_base())
+    log(f"{ref} served as {tf21base.HUB_NAME}")
+    return 0
+
+
 def cmd_down(args: argparse.Namespace) -> int:
     if not engine.engine_answers():
         log("no docker engine answers: nothing to tear down")
@@ -84,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     dem.add_argument("ansible_args", nargs="*", help="passed to ansible-playbook (after --)")
     dem.set_defaults(func=cmd_demo)
     sub.add_parser("services", help="registry mirror and apt repository only").set_defaults(func=cmd_services)
+    sub.add_parser("standin", help=f"build (once) and serve {tf21base.HUB_NAME} (services must be up)"
+                   ).set_defaults(func=cmd_standin)
     down = sub.add_parser("down", help="remove hosts, services, volumes and leftover cgroups")
     down.add_argument("--keep-services", action="store_true")
     down.add_argument("--images", action="store_true", help="also remove the effdet-lab/* images")

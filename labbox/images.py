@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 from .shell import docker, log
@@ -38,6 +41,15 @@ def ensure_base(mirror: str = DEBIAN_MIRROR, suite: str = "bookworm", ref: str =
     return ref
 
 
+def file_digest(path: Path) -> str:
+    """sha256 of one file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def context_hash(context: Path, *extra: str) -> str:
     """A stable hash of every file in a build context (path and bytes) plus extra strings."""
     digest = hashlib.sha256()
@@ -60,6 +72,30 @@ def ensure_built(name: str, base: str = BASE_IMAGE) -> str:
     docker("tag", ref, f"effdet-lab/{name}:latest")
     _prune_stale_tags(f"effdet-lab/{name}", keep={ref, f"effdet-lab/{name}:latest"})
     return ref
+
+
+def build_logged(ref: str, context: Path, build_args: dict[str, str]) -> float:
+    """docker build, every output line logged as it comes (a long build is never silent).
+
+    Returns the seconds it took; raises with the last lines when it fails."""
+    args = [f"--build-arg={key}={value}" for key, value in build_args.items()]
+    started = time.monotonic()
+    proc = subprocess.Popen(["docker", "build", *args, "-t", ref, str(context)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "DOCKER_CLI_HINTS": "false"})
+    tail: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.rstrip()
+        line = line.replace("\x1b[91m", "").replace("\x1b[0m", "")
+        if line:
+            print(f"  | {line}", file=sys.stderr, flush=True)
+            tail = (tail + [line])[-40:]
+    if proc.wait() != 0:
+        raise RuntimeError(f"docker build of {ref} failed ({proc.returncode}):\n" + "\n".join(tail))
+    seconds = time.monotonic() - started
+    log(f"built {ref} in {seconds:.0f} s")
+    return seconds
 
 
 def _prune_stale_tags(repository: str, keep: set[str]) -> None:

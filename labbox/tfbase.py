@@ -25,7 +25,7 @@ HUB_NAME = "effdetlab/tensorflow:2.15.1-cpu"
 DEFAULT_CA = "/etc/ssl/certs/ca-certificates.crt"
 
 
-def _ca_bundle() -> Path:
+def ca_bundle() -> Path:
     for candidate in (os.environ.get("LABBOX_BUILD_CA"), os.environ.get("PIP_CERT"), DEFAULT_CA):
         if candidate and Path(candidate).is_file():
             return Path(candidate)
@@ -46,9 +46,8 @@ def ensure_built(base: str = images.BASE_IMAGE) -> str:
         with tempfile.TemporaryDirectory(prefix="labbox-tf-cpu-") as tmp:
             build = Path(tmp) / "context"
             shutil.copytree(context, build)
-            shutil.copyfile(_ca_bundle(), build / "build-ca.crt")
-            docker("build", "-q", "--build-arg", f"BASE={base}", "--build-arg", f"PIP_INDEX_URL={index}",
-                   "-t", ref, str(build))
+            shutil.copyfile(ca_bundle(), build / "build-ca.crt")
+            images.build_logged(ref, build, {"BASE": base, "PIP_INDEX_URL": index})
     docker("tag", ref, f"effdet-lab/{NAME}:latest")
     return ref
 
