@@ -87,6 +87,7 @@ def ensure_built(base: str = images.BASE_IMAGE) -> str:
             subprocess.run(["cp", str(tfbase.ca_bundle()), str(build / "build-ca.crt")], check=True)
             images.build_logged(ref, build, {"BASE": base, "PIP_INDEX_URL": index, "PY_SRC_PREFIX": str(prefix)})
     docker("tag", ref, f"effdet-lab/{NAME}:latest")
+    images._prune_stale_tags(f"effdet-lab/{NAME}", keep={ref, f"effdet-lab/{NAME}:latest"})
     return ref
 
 
