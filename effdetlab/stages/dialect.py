@@ -268,6 +268,32 @@ def hparams_string(h: Mapping[str, Any]) -> str:
     return ",".join(f"{k}={fmt_value(v)}" for k, v in h.items())
 
 
+# The label map hparam: the current code's `label_map` ({id: name}, a dict or a YAML file,
+# or one of the named maps below) is automl 9f1cf16's `label_id_mapping` (the same {id: name}
+# dict or YAML file, no named maps: None means COCO's ids). 9f1cf16's hparams refuse an
+# unknown key ("Key `label_map` does not exist for overriding"), so it is renamed there.
+NAMED_LABEL_MAPS = ("coco", "voc", "waymo")
+
+
+def dialect_hparams(d: Dialect, h: Mapping[str, Any]) -> Dict[str, Any]:
+    """The hparams as the dialect's hparams_config names them (keys in the given order)."""
+    if d.name != D2020.name or "label_map" not in h:
+        return dict(h)
+    out: Dict[str, Any] = {}
+    for k, v in h.items():
+        if k != "label_map":
+            out[k] = v
+        elif v == "coco":
+            continue  # 9f1cf16's default (label_id_mapping None) is COCO's
+        elif isinstance(v, str) and v in NAMED_LABEL_MAPS:
+            raise StageInputError(
+                f"hparams.label_map {v!r}: automl {d.name} knows no named label maps (only COCO's ids, "
+                f"its default); give a YAML file of id: name (the data stage writes label_map.yaml)")
+        else:
+            out["label_id_mapping"] = v
+    return out
+
+
 def _flag(name: str, v: Any) -> str:
     return f"--{name}={fmt_value(v)}"
 
@@ -308,8 +334,9 @@ def train_plan(c: Config, src: CodeSource, d: Dialect) -> Tuple[List[str], List[
         pairs.append(("strategy", c.strategy))
     if d.use_tpu_flag:
         pairs.append(("use_tpu", "False"))  # automl's default is True
-    if c.hparams:
-        pairs.append(("hparams", hparams_string(c.hparams)))
+    hparams = dialect_hparams(d, c.hparams)
+    if hparams:
+        pairs.append(("hparams", hparams_string(hparams)))
     a = src.argv("main")
     notes = []
     for name, v in pairs:
@@ -343,8 +370,9 @@ def _inspect(c: Config, src: CodeSource, d: Dialect, runmode: str, model_name: s
         else:
             _missing(c, d, "model_inspect", k, v)
             dropped.append(k)
-    if hparams:
-        a.append(_flag("hparams", hparams_string(hparams)))
+    named = dialect_hparams(d, hparams)
+    if named:
+        a.append(_flag("hparams", hparams_string(named)))
     return a, dropped
 
 

@@ -125,7 +125,8 @@ def test_train_command_git_2020_golden(tmp_path):
         f"--validation_file_pattern={t}/train-*.tfrecord", "--train_batch_size=4",
         "--eval_batch_size=2", "--eval_samples=8", "--num_epochs=3", "--num_examples_per_epoch=40",
         "--save_checkpoints_steps=5", "--iterations_per_loop=1", f"--ckpt={t}/label_map.yaml",
-        "--use_tpu=False", f"--hparams=num_classes=2,moving_average_decay=0,label_map={t}/label_map.yaml"]
+        "--use_tpu=False",
+        f"--hparams=num_classes=2,moving_average_decay=0,label_id_mapping={t}/label_map.yaml"]
     # model_inspect of that era: no --tflite_path, no --bm_runs -> left out and reported
     argv, dropped = dl.export_cmd(c, src, d, c.model_dir, "/tmp/l")
     assert argv[:4] == ["/usr/bin/python3", f"{ed}/model_inspect.py", "--runmode=saved_model",
@@ -139,6 +140,42 @@ def test_train_command_git_2020_golden(tmp_path):
     with pytest.raises(StageInputError, match="does not match"):
         dl.resolve(cfgmod.from_dict(dict(base_cfg(tmp_path), code_source="git", code_dir=checkout,
                                          dialect="current")), src)
+
+
+def _hparam_keys(dialect: str) -> set:
+    """The keys automl's Config.override accepts: the vendored current code's, or automl 9f1cf16's
+    (recorded: tests/fixtures/automl-hparams/2020-05-9f1cf16.txt)."""
+    if dialect == "current":
+        import importlib
+        return set(importlib.import_module(f"{P}.hparams_config").default_detection_configs().as_dict())
+    with open(os.path.join(REPO, "tests", "fixtures", "automl-hparams", "2020-05-9f1cf16.txt")) as f:
+        return {line.strip() for line in f if line.strip() and not line.startswith("#")}
+
+
+@pytest.mark.parametrize("dialect", ["current", "2020-05"])
+def test_every_hparam_the_stages_pass_is_one_the_dialects_config_knows(tmp_path, dialect):
+    """automl refuses an hparam its config lacks ("Key `label_map` does not exist for overriding",
+    9f1cf16's train with our defaults): what the train stage writes (train.yml: num_classes,
+    label_map, effdet_tasks_hparams' moving_average_decay) and inference's image_size, as each
+    dialect names them, are all keys of that dialect's config."""
+    cfg = base_cfg(tmp_path, image_size=256)
+    cfg.pop("save_checkpoints_steps")  # explicit here; 9f1cf16's main.py lacks the flag
+    c = cfgmod.from_dict(cfg)
+    d = dl.NAMED[dialect]
+    passed = dl.dialect_hparams(d, dl.infer_hparams(c))
+    assert set(passed) <= _hparam_keys(dialect), sorted(set(passed) - _hparam_keys(dialect))
+    label_key = "label_map" if dialect == "current" else "label_id_mapping"
+    assert passed[label_key] == c.hparams["label_map"]
+    argv, _ = dl.train_plan(c, dl.CodeSource("pypi", "py"), d)
+    assert argv[-1] == "--hparams=" + dl.hparams_string(dl.dialect_hparams(d, c.hparams))
+
+
+def test_named_label_maps_in_the_2020_dialect(tmp_path):
+    """9f1cf16 has no named label maps: "coco" is its default (left out), others are refused."""
+    assert dl.dialect_hparams(dl.D2020, {"num_classes": 90, "label_map": "coco"}) == {"num_classes": 90}
+    assert dl.dialect_hparams(dl.CURRENT, {"label_map": "voc"}) == {"label_map": "voc"}
+    with pytest.raises(StageInputError, match="hparams.label_map 'voc': automl 2020-05 knows no named"):
+        dl.dialect_hparams(dl.D2020, {"num_classes": 20, "label_map": "voc"})
 
 
 def test_inspect_commands_current_golden(tmp_path):
@@ -421,7 +458,7 @@ def test_2020_05_code_with_the_default_variables(tmp_path):
         f"--training_file_pattern={t}/train-*.tfrecord", f"--validation_file_pattern={t}/train-*.tfrecord",
         "--train_batch_size=4", "--eval_batch_size=2", "--eval_samples=8", "--num_epochs=3",
         "--num_examples_per_epoch=40", "--iterations_per_loop=1", "--use_tpu=False",
-        f"--hparams=num_classes=2,moving_average_decay=0,label_map={t}/label_map.yaml"]
+        f"--hparams=num_classes=2,moving_average_decay=0,label_id_mapping={t}/label_map.yaml"]
     assert dl.train_cmd(c, src, d) == argv
     # the stage itself, as the role runs it
     cfg_path = os.path.join(t, "cfg.json")

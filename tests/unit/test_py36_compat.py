@@ -796,7 +796,7 @@ def test_py36_stage_config_and_dialect(py36: Dict[str, Any]) -> None:
         "--train_batch_size=2", "--eval_batch_size=1", "--eval_samples=100", "--num_epochs=1",
         "--num_examples_per_epoch=8", "--save_checkpoints_steps=2", "--iterations_per_loop=1",
         "--use_tpu=False",
-        "--hparams=image_size=128,moving_average_decay=0,label_map=<WORK>/tfr/label_map.yaml,num_classes=2"]
+        "--hparams=image_size=128,moving_average_decay=0,label_id_mapping=<WORK>/tfr/label_map.yaml,num_classes=2"]
     argv, dropped = c["export_cmd"]
     assert argv[2:4] == ["--runmode=saved_model", "--model_name=efficientdet-d0"]
     assert dropped == ["tflite_path"] and "--min_score_thresh=0.4" in argv
