@@ -126,6 +126,7 @@ def run(c: Config) -> int:
     p = paths(c)
     os.makedirs(c.run_dir, exist_ok=True)
     os.makedirs(c.model_dir, exist_ok=True)
+    open(p["progress"], "a", encoding="utf-8").close()  # there from the start, empty until a step is logged
     prev = read_json(p["status"]) or {}
     launched = prev.get("state") == "starting" and prev.get("pid") is None  # by --detach
     attempt = int(prev.get("attempt") or 1) if launched else int(prev.get("attempt") or 0) + 1

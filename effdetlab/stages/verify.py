@@ -17,12 +17,31 @@ def saved_model(path: str, h: int, w: int) -> Dict[str, Any]:
     import tensorflow as tf
     m = tf.saved_model.load(path)
     fn = m.signatures["serving_default"]
+    if fn.structured_input_signature is None:
+        return saved_model_v1(path, h, w)
     (key,) = fn.structured_input_signature[1].keys()
     out = fn(**{key: tf.constant(np.zeros((1, h, w, 3), np.uint8))})
     (det,) = out.values()
     det = det.numpy()
     return {"ok": det.ndim == 3 and det.shape[0] == 1 and det.shape[2] == 7,
             "signature_input": key, "signature_output": list(out)[0],
+            "detections_shape": list(det.shape), "finite": bool(np.isfinite(det).all())}
+
+
+def saved_model_v1(path: str, h: int, w: int) -> Dict[str, Any]:
+    """A signature whose input is named by its tensor ("image_arrays:0": automl 9f1cf16's
+    tf.saved_model.Builder): TensorFlow 2.1's loader gives its function no keyword signature,
+    so it runs in a TF1 session, as automl's own saved_model_inference does."""
+    import numpy as np
+    import tensorflow as tf
+    with tf.compat.v1.Session(graph=tf.Graph()) as sess:
+        meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], path)
+        sig = meta.signature_def["serving_default"]
+        ((key, tin),) = sig.inputs.items()
+        ((out_key, tout),) = sig.outputs.items()
+        det = sess.run(tout.name, {tin.name: np.zeros((1, h, w, 3), np.uint8)})
+    return {"ok": det.ndim == 3 and det.shape[0] == 1 and det.shape[2] == 7,
+            "signature_input": key, "signature_output": out_key, "loaded_with": "tf.compat.v1 session",
             "detections_shape": list(det.shape), "finite": bool(np.isfinite(det).all())}
 
 

@@ -170,6 +170,29 @@ def test_every_hparam_the_stages_pass_is_one_the_dialects_config_knows(tmp_path,
     assert argv[-1] == "--hparams=" + dl.hparams_string(dl.dialect_hparams(d, c.hparams))
 
 
+def test_2020_main_that_turns_absl_logging_down_gets_verbosity_0(tmp_path):
+    """automl 9f1cf16's main.py calls logging.set_verbosity(logging.WARNING) before app.run: the
+    estimator's loss/step INFO lines, the train stage's progress, are never written (found by the
+    hand run on TF 2.1). absl's own --verbosity=0 turns them back on; without that call, nothing
+    is added."""
+    checkout = _fake_2020_checkout(tmp_path)
+    main = os.path.join(checkout, "efficientdet", "main.py")
+    cfg = base_cfg(tmp_path, code_source="git", code_dir=checkout)
+    cfg.pop("save_checkpoints_steps")
+    c = cfgmod.from_dict(cfg)
+    src = dl.locate(c)
+    assert "--verbosity=0" not in dl.train_cmd(c, src, dl.resolve(c, src))
+    with open(main, "a") as f:
+        f.write("\nif __name__ == '__main__':\n  logging.set_verbosity(logging.WARNING)\n  app.run(main)\n")
+    d = dl.resolve(c, src)
+    assert d.main_quiet
+    argv = dl.train_cmd(c, src, d)
+    assert argv[2] == "--verbosity=0" and argv.count("--verbosity=0") == 1
+    with open(main) as f:  # the current dialect's main.py sets WARNING too, and logs INFO anyway
+        current = f.read().replace("training_file_pattern", "train_file_pattern")
+    assert not dl.detect(current).main_quiet
+
+
 def test_named_label_maps_in_the_2020_dialect(tmp_path):
     """9f1cf16 has no named label maps: "coco" is its default (left out), others are refused."""
     assert dl.dialect_hparams(dl.D2020, {"num_classes": 90, "label_map": "coco"}) == {"num_classes": 90}

@@ -207,10 +207,25 @@ def test_the_profiles_pip_set_is_installed_and_pycocotools_built_for_3_6(recipe)
     host = recipe["host"]
     freeze = set(lab_ssh(host, "pip freeze").stdout.split())
     pins = {"absl-py==0.9.0", "lxml==4.5.0", "PyYAML==5.3.1", "Pillow==7.1.2", "matplotlib==3.2.1",
-            "pycocotools==2.0.0", "Cython==0.29.17", "tensorflow-cpu==2.1.0", "numpy==1.18.1"}
+            "pycocotools==2.0.1", "Cython==0.29.17", "tensorflow-cpu==2.1.0", "numpy==1.18.1"}
     assert pins <= freeze, sorted(pins - freeze)
     mask = lab_ssh(host, "python3 -c 'import pycocotools._mask as m, pycocotools.coco; print(m.__file__)'")
     assert mask.stdout.strip().endswith("_mask.cpython-36m-x86_64-linux-gnu.so"), mask.stdout
+    # What automl's evaluator (coco_metric.EvaluationMetric) does after every eval: COCO.loadRes of
+    # a numpy array of detections, then COCOeval. pycocotools 2.0.0 dies here on Python 3 (NameError:
+    # name 'unicode' is not defined), which is why the profile pins 2.0.1.
+    script = (
+        "import json, numpy as np, tempfile; from pycocotools.coco import COCO; "
+        "from pycocotools.cocoeval import COCOeval; "
+        "gt = {'images': [{'id': 1, 'width': 64, 'height': 64}], 'categories': [{'id': 1, 'name': 'c1'}], "
+        "'annotations': [{'id': 1, 'image_id': 1, 'category_id': 1, 'bbox': [8, 8, 32, 32], "
+        "'area': 1024, 'iscrowd': 0}]}; "
+        "f = tempfile.NamedTemporaryFile('w', suffix='.json', delete=False); json.dump(gt, f); f.close(); "
+        "coco = COCO(f.name); dt = coco.loadRes(np.array([[1, 8, 8, 32, 32, 0.9, 1]])); "
+        "e = COCOeval(coco, dt, 'bbox'); e.evaluate(); e.accumulate(); e.summarize(); "
+        "print('AP', round(e.stats[0], 3))")
+    ap = lab_ssh(host, f'python3 -c "{script}"')
+    assert ap.stdout.strip().splitlines()[-1] == "AP 1.0", ap.stdout[-2000:]
 
 
 def test_the_converter_ran_on_python_3_6_with_tensorflow_2_1s_crc32c(recipe):
