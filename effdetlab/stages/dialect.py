@@ -47,6 +47,7 @@ class Dialect(NamedTuple):  # immutable, like the frozen dataclass it replaces
     # turns them back on. (The current code sets WARNING too, yet its log has the INFO lines:
     # tests/fixtures/automl-output; it is left as it is.)
     main_quiet: bool = False
+    inspect_quiet: bool = False  # the same for model_inspect.py (its "writing file to" lines)
 
     def main_has(self, flag: str) -> bool:
         return self.main_flags is None or flag in self.main_flags
@@ -187,7 +188,8 @@ def detect(main_source: str, inspect_source: str = "") -> Dialect:
         raise StageInputError("automl main.py defines neither --train_file_pattern nor "
                               "--training_file_pattern: not EfficientDet's main.py?")
     return Dialect(base.name, base.train_pattern_flag, base.val_pattern_flag,
-                   "use_tpu" in mf, mf, inf, base is D2020 and bool(_QUIET.search(main_source)))
+                   "use_tpu" in mf, mf, inf, base is D2020 and bool(_QUIET.search(main_source)),
+                   base is D2020 and bool(_QUIET.search(inspect_source)))
 
 
 class CodeSource(Record):
@@ -372,6 +374,8 @@ def _inspect(c: Config, src: CodeSource, d: Dialect, runmode: str, model_name: s
     """model_inspect argv, and the optional flags left out because the script lacks them
     (a flag the stage needs is refused: FLAGS)."""
     a = src.argv("model_inspect") + [_flag("runmode", runmode), _flag("model_name", model_name)]
+    if d.inspect_quiet:
+        a.append("--verbosity=0")
     dropped = []
     for k, v in pairs:
         if v is None:

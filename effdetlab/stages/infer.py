@@ -10,6 +10,7 @@ it was drawn on (smallest pixel difference).
 
 import json
 import os
+import re
 import shutil
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -68,6 +69,9 @@ def run(c: Config) -> int:
     res = run_logged(argv, env, log, cwd=src.cwd, timeout_s=c.timeout_s, header="infer")
     listed, written = parse_infer(res.output)
     written = [w for w in written if os.path.isfile(w)]
+    if not written:  # no "writing file to" lines (logging turned down): what it wrote, <i>.jpg
+        written = [os.path.join(raw, f) for f in sorted(
+            (f for f in os.listdir(raw) if re.match(r"^[0-9]+\.jpg$", f)), key=lambda f: int(f[:-4]))]
     staged = {os.path.join(out_dir, "_inputs", n): n for n in os.listdir(os.path.join(out_dir, "_inputs"))}
     if listed and len(listed) >= len(written):
         by_index = {os.path.join(raw, f"{i}.jpg"): listed[i] for i in range(len(listed))}

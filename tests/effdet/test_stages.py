@@ -188,6 +188,15 @@ def test_2020_main_that_turns_absl_logging_down_gets_verbosity_0(tmp_path):
     assert d.main_quiet
     argv = dl.train_cmd(c, src, d)
     assert argv[2] == "--verbosity=0" and argv.count("--verbosity=0") == 1
+    insp = os.path.join(checkout, "efficientdet", "model_inspect.py")
+    assert "--verbosity=0" not in dl.export_cmd(c, src, d, c.model_dir, "/tmp/l")[0]
+    with open(insp, "a") as f:  # 9f1cf16's model_inspect.py: its "writing file to" lines are INFO
+        f.write("\nif __name__ == '__main__':\n  logging.set_verbosity(logging.WARNING)\n  app.run(main)\n")
+    d = dl.resolve(c, src)
+    assert d.inspect_quiet
+    for argv, _ in (dl.export_cmd(c, src, d, c.model_dir, "/tmp/l"), dl.bm_cmd(c, src, d, "efficientdet-d0", 1, 1, "/l"),
+                    dl.infer_cmd(c, src, d, "/img/*", "/out", c.model_dir)):
+        assert argv[2:5] == ["--runmode=" + argv[2].split("=")[1], "--model_name=efficientdet-d0", "--verbosity=0"]
     with open(main) as f:  # the current dialect's main.py sets WARNING too, and logs INFO anyway
         current = f.read().replace("training_file_pattern", "train_file_pattern")
     assert not dl.detect(current).main_quiet
@@ -735,3 +744,52 @@ def test_chain_train_kill_resume_export_benchmark_infer(tmp_path):
     assert "| chain-test | efficientdet-d0 | bm | cpu | 1 | 1 | 128x128 |" in md
     assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     print(f"chain test: {time.monotonic() - t0:.0f} s")
+
+
+def test_infer_with_a_quiet_2020_model_inspect(tmp_path):
+    """automl 9f1cf16's model_inspect.py turns absl logging down to WARNING: no "writing file to"
+    lines. The stage passes --verbosity=0, and where the lines still do not come, it takes what
+    saved_model_infer wrote (<i>.jpg, in its all_files order) from the output folder. The stand-in
+    prints all_files and writes each input, flipped, without logging it."""
+    from PIL import Image
+    checkout = _real_2020_checkout(tmp_path)
+    insp = os.path.join(checkout, "efficientdet", "model_inspect.py")
+    with open(insp, "a") as f:
+        f.write(
+            "import glob, sys\n"
+            "from PIL import Image\n"
+            "args = dict(a[2:].split('=', 1) for a in sys.argv[1:] if a.startswith('--') and '=' in a)\n"
+            "assert args.get('verbosity') == '0', sys.argv\n"
+            "files = sorted(glob.glob(args['input_image']), reverse=True)\n"
+            "print('all_files=', files)\n"
+            "for i, p in enumerate(files):\n"
+            "    Image.open(p).transpose(Image.FLIP_LEFT_RIGHT).save('%s/%d.jpg' % (args['output_image_dir'], i))\n"
+            "if False:  # what 9f1cf16's __main__ does; the detection reads it\n"
+            "  logging.set_verbosity(logging.WARNING)\n")
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for name, colour in (("a", (200, 0, 0)), ("b", (0, 200, 0)), ("c", (0, 0, 200))):
+        Image.new("RGB", (40, 30), colour).save(images / f"{name}.jpg")
+    sm = tmp_path / "run" / "saved_model"
+    sm.mkdir(parents=True)
+    (sm / "saved_model.pb").write_bytes(b"")
+    cfg = base_cfg(tmp_path, code_source="git", code_dir=checkout, infer_images=str(images), python=PY)
+    cfg.pop("save_checkpoints_steps")
+    r = run_cli("-m", "effdetlab.stages", "infer", "--config", _write_cfg(tmp_path, cfg))
+    assert r.returncode == 0, r.stdout + r.stderr
+    with open(tmp_path / "run" / "infer.json") as f:
+        summary = json.load(f)
+    assert summary["ok"] and len(summary["images"]) == 3, summary
+    for item in summary["images"]:
+        stem = os.path.splitext(os.path.basename(item["output"]))[0]
+        assert os.path.basename(item["input"]).endswith(f"{stem}.jpg"), item
+        with Image.open(item["output"]) as im:
+            assert im.size == (40, 30)
+            assert max(range(3), key=lambda k: im.getpixel((5, 5))[k]) == "abc".index(stem)
+
+
+def _write_cfg(tmp_path, cfg) -> str:
+    path = str(tmp_path / "config.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    return path
