@@ -166,6 +166,10 @@ def run(c: Config) -> int:
                 status["last_eval"] = r
             elif kind == "checkpoint":
                 status["last_checkpoint_saved"] = r["path"]
+            elif kind == "final":  # the estimator's "Loss for final step": automl 9f1cf16's
+                status["final_loss"] = r.get("loss")  # TPUEstimator logs no per-step loss
+                if status["last_loss"] is None:
+                    status["last_loss"] = r.get("loss")
         if now - last_write[0] > 1.0:
             last_write[0] = now
             write_json(p["status"], status)

@@ -793,3 +793,26 @@ def _write_cfg(tmp_path, cfg) -> str:
     with open(path, "w") as f:
         json.dump(cfg, f)
     return path
+
+
+def test_2020_05_training_log_gives_the_final_loss(tmp_path):
+    """automl 9f1cf16 on TF 2.1 (recorded on the stand-in) logs no per-step loss: its TPUEstimator
+    writes global_step/sec and "Loss for final step" only. The stage keeps that loss in the status
+    (final_loss, and last_loss where no step line gave one); progress.jsonl is there, empty."""
+    checkout = _real_2020_checkout(tmp_path)
+    main = os.path.join(checkout, "efficientdet", "main.py")
+    with open(main) as f:
+        text = f.read()
+    with open(main, "w") as f:
+        f.write(text.replace("main-train-d0-128.log", "main-2020-05-train_and_eval-d0-128.tf2.1.log"))
+    cfg = base_cfg(tmp_path, code_source="git", code_dir=checkout, python=PY, mode="train",
+                   save_checkpoints_steps=100, explicit=[])
+    r = run_cli("-m", "effdetlab.stages", "train", "--config", _write_cfg(tmp_path, cfg), timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    run = tmp_path / "run"
+    status = json.loads((run / "train_status.json").read_text())
+    assert status["state"] == "finished"
+    assert status["final_loss"] == status["last_loss"] == 3.710699, status
+    assert (run / "progress.jsonl").read_text() == ""
+    evals = [json.loads(x) for x in (run / "eval.jsonl").read_text().splitlines()]
+    assert evals and evals[-1]["step"] == 4 and "AP" in evals[-1]["metrics"], evals
