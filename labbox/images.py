@@ -70,7 +70,7 @@ def ensure_built(name: str, base: str = BASE_IMAGE) -> str:
         log(f"building {ref}")
         docker("build", "-q", "--build-arg", f"BASE={base}", "-t", ref, str(context))
     docker("tag", ref, f"effdet-lab/{name}:latest")
-    _prune_stale_tags(f"effdet-lab/{name}", keep={ref, f"effdet-lab/{name}:latest"})
+    prune_stale_tags(f"effdet-lab/{name}", keep={ref, f"effdet-lab/{name}:latest"})
     return ref
 
 
@@ -98,7 +98,7 @@ def build_logged(ref: str, context: Path, build_args: dict[str, str]) -> float:
     return seconds
 
 
-def _prune_stale_tags(repository: str, keep: set[str]) -> None:
+def prune_stale_tags(repository: str, keep: set[str]) -> None:
     """Untag older content-hash builds of an image (layers still in use stay)."""
     tags = docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", repository).stdout.split()
     stale = [t for t in tags if t not in keep and not t.endswith(":<none>")]

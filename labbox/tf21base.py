@@ -59,23 +59,19 @@ def _python_identity(prefix: Path) -> str:
     return ":".join(parts)
 
 
-def _index() -> str:
-    return os.environ.get("LABBOX_PIP_INDEX_URL", "https://pypi.org/simple")
-
-
-def current_ref(base: str = images.BASE_IMAGE) -> str:
+def current_ref(base: str = images.BASE_IMAGE, prefix: Path | None = None) -> str:
     """effdet-lab/tf2.1-standin:<hash of context, base, Python tree and index>: the tag a build makes now."""
     base_id = docker("image", "inspect", "--format", "{{.Id}}", base).stdout.strip()
-    identity = _python_identity(python36_prefix())
-    return f"effdet-lab/{NAME}:{images.context_hash(images.CONTEXT_DIR / NAME, base_id, _index(), identity)}"
+    identity = _python_identity(prefix or python36_prefix())
+    return f"effdet-lab/{NAME}:{images.context_hash(images.CONTEXT_DIR / NAME, base_id, tfbase.pip_index(), identity)}"
 
 
 def ensure_built(base: str = images.BASE_IMAGE) -> str:
     """The stand-in, built unless current_ref(base) exists."""
     context = images.CONTEXT_DIR / NAME
     prefix = python36_prefix()
-    index = _index()
-    ref = current_ref(base)
+    index = tfbase.pip_index()
+    ref = current_ref(base, prefix)
     if not images.image_exists(ref):
         log(f"building {ref}: Python 3.6 from {prefix}, pip 20.0.2 and tensorflow-cpu 2.1.0 "
             f"from PyPI (a few minutes, once)")
@@ -87,7 +83,7 @@ def ensure_built(base: str = images.BASE_IMAGE) -> str:
             subprocess.run(["cp", str(tfbase.ca_bundle()), str(build / "build-ca.crt")], check=True)
             images.build_logged(ref, build, {"BASE": base, "PIP_INDEX_URL": index, "PY_SRC_PREFIX": str(prefix)})
     docker("tag", ref, f"effdet-lab/{NAME}:latest")
-    images._prune_stale_tags(f"effdet-lab/{NAME}", keep={ref, f"effdet-lab/{NAME}:latest"})
+    images.prune_stale_tags(f"effdet-lab/{NAME}", keep={ref, f"effdet-lab/{NAME}:latest"})
     return ref
 
 

@@ -25,6 +25,11 @@ HUB_NAME = "effdetlab/tensorflow:2.15.1-cpu"
 DEFAULT_CA = "/etc/ssl/certs/ca-certificates.crt"
 
 
+def pip_index() -> str:
+    """The index the stand-ins' builds install from: LABBOX_PIP_INDEX_URL, else PyPI."""
+    return os.environ.get("LABBOX_PIP_INDEX_URL", "https://pypi.org/simple")
+
+
 def ca_bundle() -> Path:
     for candidate in (os.environ.get("LABBOX_BUILD_CA"), os.environ.get("PIP_CERT"), DEFAULT_CA):
         if candidate and Path(candidate).is_file():
@@ -39,7 +44,7 @@ def ensure_built(base: str = images.BASE_IMAGE) -> str:
     """
     context = images.CONTEXT_DIR / NAME
     base_id = docker("image", "inspect", "--format", "{{.Id}}", base).stdout.strip()
-    index = os.environ.get("LABBOX_PIP_INDEX_URL", "https://pypi.org/simple")
+    index = pip_index()
     ref = f"effdet-lab/{NAME}:{images.context_hash(context, base_id, index)}"
     if not images.image_exists(ref):
         log(f"building {ref}: TensorFlow CPU and the EfficientDet imports from PyPI (several minutes, once)")
