@@ -1,8 +1,8 @@
 """python -m effdetlab.stages STAGE --config CONFIG.json [--detach]
 
 Stages: train (--detach: start in a new session, return at once), status, stop, export,
-benchmark, infer, commands (print the automl command lines), crosscheck (bm by the stage
-vs by hand).  Exit: 0 ok, 1 automl failed (the named log says why), 2 bad input.
+benchmark (--detach too), benchmark-status, infer, commands (print the automl command
+lines), crosscheck (each benchmark mode by the stage vs by hand).  Exit: 0 ok, 1 automl failed (the named log says why), 2 bad input.
 """
 
 import argparse
@@ -13,7 +13,8 @@ from effdetlab.errors import ConversionError
 from effdetlab.stages import config as cfgmod
 from effdetlab.stages.errors import StageInputError
 
-STAGES = ("train", "status", "stop", "export", "benchmark", "infer", "commands", "crosscheck")
+STAGES = ("train", "status", "stop", "export", "benchmark", "benchmark-status", "infer", "commands",
+          "crosscheck")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -21,15 +22,18 @@ def main(argv: Optional[List[str]] = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("stage", choices=STAGES)
     p.add_argument("--config", required=True, help="the run's JSON config")
-    p.add_argument("--detach", action="store_true", help="train: run in the background")
+    p.add_argument("--detach", action="store_true", help="train, benchmark: run in the background")
     a = p.parse_args(argv)
     try:
         c = cfgmod.load(a.config)
         if a.stage == "train":
             from effdetlab.stages import train
             return train.detach(c) if a.detach else train.run(c)
+        from effdetlab.stages import benchmark
+        if a.stage == "benchmark" and a.detach:
+            return benchmark.detach(c)
         if a.detach:
-            raise StageInputError("--detach is only for train")
+            raise StageInputError("--detach is only for train and benchmark")
         if a.stage in ("status", "stop"):
             from effdetlab.stages import train
             return train.status_cmd(c) if a.stage == "status" else train.stop_cmd(c)
@@ -39,9 +43,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if a.stage == "infer":
             from effdetlab.stages import infer
             return infer.run(c)
-        from effdetlab.stages import benchmark
-        return {"benchmark": benchmark.run, "commands": benchmark.commands,
-                "crosscheck": benchmark.crosscheck}[a.stage](c)
+        return {"benchmark": benchmark.run, "benchmark-status": benchmark.status_cmd,
+                "commands": benchmark.commands, "crosscheck": benchmark.crosscheck}[a.stage](c)
     except (StageInputError, ConversionError) as e:
         print(f"effdetlab.stages {a.stage}: error: {e}", file=sys.stderr, flush=True)
         return 2

@@ -1,129 +1,371 @@
 """benchmark / crosscheck / commands.
 
-benchmark: for each model_name x batch_size x threads x mode
-  bm   model_inspect --runmode=bm --threads=T --bm_runs=N   (network only, random weights;
-       5 warm-up runs, then N timed runs)
-  e2e  model_inspect --runmode=saved_model_benchmark on an exported saved_model (decode-free
-       preprocessing + network + NMS; 1 warm-up, 10 timed runs; threads through
-       TF_NUM_INTRAOP_THREADS because that runmode builds a default Session)
-The latency is automl's own timer ("Per batch inference time: S"), parsed from its output;
-nothing of ours runs inside the timed loop.  run_dir/benchmark.json is a list of records:
-  {"host", "model", "mode", "batch", "threads", "device", "latency_ms", "fps", "tf_version",
-   "timestamp", "ok", "image_size", "runs", "threads_via", "code_source", "dialect",
-   "command", "log"}                              (+ "error" when ok is false)
+benchmark: every configuration (model, batch, threads, mode) of benchmark.pairs x modes x
+threads, measured benchmark.repeats times in interleaved order (repeat 1 runs the
+configurations in order, repeat 2 in reverse, ...: a drift over the run hits all alike).
+  bm           model_inspect --runmode=bm --threads=T --bm_runs=N (network only, random
+               weights; automl's 5 warm-up runs, then N timed runs)
+  e2e          model_inspect --runmode=saved_model_benchmark on a saved_model exported FOR
+               this batch size (automl's export loops over a fixed batch: a model exported
+               for batch 1 fed 8 images processes 1), fed exactly `batch` images (the given
+               ones repeated in order when fewer; benchmark.fill=false refuses instead);
+               automl's 1 warm-up + 10 timed runs; threads through TF_NUM_INTRAOP_THREADS
+  tflite       the .tflite of that export in TFLite's interpreter (effdetlab.stages.tflitebench:
+               the profile's TensorFlow, its default delegate, num_threads=T), the same
+               images, 5 warm-up runs and bm_runs timed runs like bm
+  tflite-int8, tflite-drq
+               the same for the quantized file the export stage writes (config quantize)
+Latency: automl's own timer ("Per batch inference time") for bm and e2e, the mean of the
+timed invoke() calls for the TFLite modes; fps = images fed per run / latency.
+Exports for other batch sizes land in run_dir/exports/<model>-b<N>/ and are reused while
+the checkpoint, image size and threshold are the same.
 
-crosscheck: the same bm measurement twice per thread count: once through the stage runner,
-once by pasting the printed command into /bin/sh (what a person does by hand); writes
-run_dir/crosscheck.json with both latencies and their difference.
+Files in run_dir: benchmark.json (the list of records, rewritten after each measurement),
+benchmark.progress.jsonl (one line per measurement as it ends), benchmark_status.json,
+benchmark/logs/<model>-<mode>-b<N>-t<T>-r<R>.log. A record:
+  {"host", "model", "mode", "batch", "threads", "repeat", "repeats", "device", "latency_ms",
+   "fps", "images_fed", "distinct_images", "tf_version", "timestamp", "ok", "image_size",
+   "runs", "warmup_runs", "threads_via", "runtime", "delegate", "quantization",
+   "code_source", "dialect", "command", "log"}
+   (+ "error" when ok is false, + "unsupported": true when this TensorFlow cannot run it)
+
+crosscheck: each mode of the first (model, batch), per thread count, measured through the
+stage and by pasting its printed command into /bin/sh (what a person does by hand),
+`repeats` times each, interleaved; run_dir/crosscheck.json gives both medians, their
+difference and the stage's own spread (agreement: within 5% or within that spread).
 """
 
+import copy
 import json
 import os
+import shutil
+import statistics
 import subprocess
+import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from effdetlab.stages import config as cfgmod
 from effdetlab.stages import dialect as dl
+from effdetlab.stages import export as exportmod
 from effdetlab.stages.config import Config
 from effdetlab.stages.errors import StageInputError
 from effdetlab.stages.parsers import last_error, parse_benchmark
-from effdetlab.stages.runner import eprint, run_logged, shell_line, tf_version, write_json
+from effdetlab.stages.runner import (eprint, pid_alive, proc_start, read_json, run_logged, shell_line,
+                                     tf_version, write_json)
+
+Point = Tuple[str, int, int, str]  # model, batch, threads, mode
+EXPORTED_MODES = ("e2e", "tflite", "tflite-int8", "tflite-drq")
+TFLITE_WARMUP = 5  # as automl's bm
+E2E_RUNS, E2E_WARMUP = 10, 1  # fixed in automl's ServingDriver.benchmark
+PKG_ROOT = exportmod.PKG_ROOT
+
+
+class Artifact:
+    """What an exported mode runs for one (model, batch): a path, or why there is none."""
+
+    def __init__(self, path: Optional[str] = None, reason: str = "", unsupported: bool = False,
+                 quantization: Optional[str] = None) -> None:
+        self.path, self.reason, self.unsupported, self.quantization = path, reason, unsupported, quantization
+
+
+# ----------------------------------------------------------------------------- the plan
+
+def points(c: Config) -> List[Point]:
+    b = c.benchmark
+    return [(m, bs, t, mode) for m, bs in b.pairs for mode in b.modes for t in b.threads
+            if mode == "bm" or m in b.saved_models]
+
+
+def schedule(pts: List[Point], repeats: int) -> List[Tuple[int, Point]]:
+    """Interleaved: every configuration once per round, odd rounds in reverse order."""
+    out = []
+    for r in range(1, repeats + 1):
+        out += [(r, p) for p in (pts if r % 2 else list(reversed(pts)))]
+    return out
 
 
 def stage_images(files: List[str], folder: str) -> str:
-    """A folder of symlinks to exactly these images; returns a glob automl can take."""
-    os.makedirs(folder, exist_ok=True)
-    for f in os.listdir(folder):
-        os.remove(os.path.join(folder, f))
-    for i, f in enumerate(files):
-        os.symlink(os.path.abspath(f), os.path.join(folder, f"{i:05d}-{os.path.basename(f)}"))
+    """A folder of links to exactly these images; returns a glob automl can take."""
+    fill_batch(files, folder, len(files))
     return os.path.join(folder, "*")
 
 
-def _plan(c: Config) -> List[Tuple[str, int, int, str]]:
-    b = c.benchmark
-    return [(m, bs, t, mode) for m in b.model_names for mode in b.modes
-            for bs in b.batch_sizes for t in b.threads]
+def fill_batch(files: List[str], folder: str, n: int) -> List[str]:
+    """A folder holding exactly n links: the files in order, repeated as needed."""
+    if os.path.isdir(folder):
+        shutil.rmtree(folder)
+    os.makedirs(folder)
+    out = []
+    for i in range(n):
+        f = files[i % len(files)]
+        out.append(os.path.join(folder, f"{i:05d}-{os.path.basename(f)}"))
+        os.symlink(os.path.abspath(f), out[-1])
+    return out
 
 
-def _check(c: Config) -> Optional[str]:
-    """Validate the whole matrix before running anything; returns the e2e images glob."""
+def _check(c: Config) -> List[str]:
+    """Validate the whole matrix before anything runs; returns the input images."""
     b = c.benchmark
-    if "e2e" not in b.modes:
-        return None
-    for m in b.model_names:
-        sm = b.saved_models.get(m)
-        if not sm:
-            raise StageInputError(f"benchmark e2e for {m}: no saved_model given "
-                                  f"(benchmark.saved_models has {sorted(b.saved_models)})")
-        cfgmod.require_saved_model(sm, f"benchmark e2e {m}")
+    if not any(m in EXPORTED_MODES for m in b.modes):
+        return []
+    for m, _bs in b.pairs:
+        if m in b.saved_models:
+            cfgmod.require_saved_model(b.saved_models[m], f"benchmark {m}")
+    if not any(m in b.saved_models for m, _ in b.pairs):
+        raise StageInputError(f"benchmark modes {', '.join(x for x in b.modes if x in EXPORTED_MODES)} "
+                              f"need an exported model: benchmark.saved_models has {sorted(b.saved_models)}, "
+                              f"the points are {sorted({m for m, _ in b.pairs})}")
     files = cfgmod.require_images(b.images, "benchmark.images (or infer_images)")
-    return stage_images(files, os.path.join(c.run_dir, "benchmark", "_images"))
+    biggest = max(bs for m, bs in b.pairs if m in b.saved_models)
+    if not b.fill and len(files) < biggest:
+        raise StageInputError(f"benchmark batch {biggest}: {len(files)} image(s) in {b.images} and "
+                              f"benchmark.fill is false: give at least {biggest} images, or set fill "
+                              f"to repeat them until each batch is full")
+    return files
 
 
-def command_for(c: Config, src: dl.CodeSource, d: dl.Dialect, model: str, batch: int,
-                threads: int, mode: str, images_glob: Optional[str]):
-    tag = f"{model}-{mode}-b{batch}-t{threads}"
+# ----------------------------------------------------------------------------- exports per batch
+
+def _base_export(c: Config, model: str) -> Dict[str, Any]:
+    """export.json of the saved_model the config names (the export stage's run)."""
+    sm = c.benchmark.saved_models[model]
+    ex = read_json(os.path.join(os.path.dirname(sm.rstrip("/")), "export.json")) or {}
+    if (ex.get("saved_model") or {}).get("dir") not in (sm, sm.rstrip("/")):
+        return {"batch_size": c.export_batch_size, "saved_model": {"ok": True, "dir": sm},
+                "tflite": {"ok": False, "reason": f"no export.json beside {sm}: the TFLite file is unknown"}}
+    return ex
+
+
+def _export_for_batch(c: Config, model: str, batch: int, kinds: List[str]) -> Dict[str, Any]:
+    """export.json of a saved_model (+ .tflite files) exported for this batch size."""
+    base = _base_export(c, model)
+    if int(base.get("batch_size") or 1) == batch and all(k in (base.get("quantized") or {}) for k in kinds):
+        return base
+    d = os.path.join(c.run_dir, "exports", f"{model}-b{batch}")
+    ckpt = cfgmod.latest_checkpoint(c.model_dir)
+    c2 = copy.copy(c)
+    c2.run_dir, c2.saved_model_dir = d, os.path.join(d, "saved_model")
+    c2.tflite_path = os.path.join(d, f"{model}.tflite")
+    c2.export_batch_size, c2.quantize, c2.accuracy, c2.model_name = batch, kinds, False, model
+    hw = dl.image_size_of(c2, c2.hparams, model)
+    old = read_json(os.path.join(d, "export.json")) or {}
+    if (old.get("ok") and old.get("checkpoint") == ckpt and old.get("batch_size") == batch
+            and old.get("image_size") == hw and old.get("min_score_thresh") == c.min_score_thresh
+            and all(k in (old.get("quantized") or {}) for k in kinds)):
+        return old
+    if not ckpt:
+        raise StageInputError(f"benchmark {model} batch {batch}: the saved_model was exported for "
+                              f"batch {base.get('batch_size')}, and there is no checkpoint in "
+                              f"{c.model_dir} to export one for batch {batch}")
+    print(json.dumps({"benchmark": "exporting", "model": model, "batch": batch, "dir": d}), flush=True)
+    exportmod.run(c2)
+    return read_json(os.path.join(d, "export.json")) or {"ok": False, "saved_model": {
+        "ok": False, "reason": f"the export for batch {batch} wrote no export.json (see {d}/export.log)"}}
+
+
+def artifacts(c: Config, model: str, batch: int) -> Dict[str, Artifact]:
+    kinds = sorted({m.split("-", 1)[1] for m in c.benchmark.modes if m.startswith("tflite-")})
+    ex = _export_for_batch(c, model, batch, kinds)
+    sm, tfl = ex.get("saved_model") or {}, ex.get("tflite") or {}
+    out = {"e2e": Artifact(sm.get("dir"), "" if sm.get("ok") else f"export for batch {batch} failed: "
+                           f"{sm.get('reason')}"),
+           "tflite": Artifact(tfl.get("path") if tfl.get("ok") else None, str(tfl.get("reason", "")),
+                              unsupported=not tfl.get("ok") and sm.get("ok", False))}
+    for k in kinds:
+        q = (ex.get("quantized") or {}).get(k) or {"ok": False, "reason": "not exported"}
+        out["tflite-" + k] = Artifact(q.get("path") if q.get("ok") else None, str(q.get("reason", "")),
+                                      unsupported=bool(q.get("unsupported")), quantization=q.get("quantization"))
+    return out
+
+
+# ----------------------------------------------------------------------------- one measurement
+
+def command_for(c: Config, src: dl.CodeSource, d: dl.Dialect, p: Point, art: Optional[Artifact],
+                images: List[str], tag: str) -> Tuple[List[str], Dict[str, str], str, List[str]]:
+    """argv, environment additions, how threads are set, flags left out."""
+    model, batch, threads, mode = p
     if mode == "bm":
         logdir = os.path.join(c.run_dir, ".inspect-logdir", tag)
         argv, dropped = dl.bm_cmd(c, src, d, model, batch, threads, logdir)
-        env = dl.child_env(c, src)
-        hp = c.benchmark.hparams
-        via = "flag" if "threads" not in dropped else "none"
-    else:
-        assert images_glob
-        argv, dropped = dl.e2e_cmd(c, src, d, model, batch, c.benchmark.saved_models[model], images_glob)
-        env = dl.child_env(c, src, dl.e2e_thread_env(threads))
-        hp = dl.infer_hparams(c)
-        via = "env" if threads > 0 else "none"
-    return tag, argv, env, dl.image_size_of(c, hp, model), via, dropped
+        return argv, dl.child_env(c, src), ("flag" if "threads" not in dropped else "none"), dropped
+    assert art is not None and art.path
+    if mode == "e2e":
+        glob_ = os.path.join(os.path.dirname(images[0]), "*")
+        argv, dropped = dl.e2e_cmd(c, src, d, model, batch, art.path, glob_)
+        return (argv, dl.child_env(c, src, dl.e2e_thread_env(threads)),
+                ("env" if threads > 0 else "none"), dropped)
+    argv = [c.python, "-m", "effdetlab.stages.tflitebench", art.path, "--batch", str(batch),
+            "--threads", str(threads), "--warmup", str(TFLITE_WARMUP), "--runs",
+            str(c.benchmark.bm_runs)] + images
+    env = dl.child_env(c, src)
+    env["PYTHONPATH"] = PKG_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return argv, env, ("num_threads" if threads > 0 else "none"), []
 
 
-def measure(c: Config, src: dl.CodeSource, d: dl.Dialect, model: str, batch: int, threads: int,
-            mode: str, images_glob: Optional[str], tfv: Optional[str]) -> Dict[str, Any]:
-    tag, argv, env, hw, via, dropped = command_for(c, src, d, model, batch, threads, mode, images_glob)
+def _parse(mode: str, output: str) -> Tuple[Optional[float], Dict[str, Any]]:
+    """(latency in seconds, extra record fields) from a measurement's output."""
+    if mode in ("bm", "e2e"):
+        out = parse_benchmark(output)
+        return (out.latency_s if out else None), ({"runs": out.runs} if out and out.runs else {})
+    for line in output.splitlines():
+        if line.startswith("EFFDETLAB_TFLITE "):
+            r = json.loads(line.split(" ", 1)[1])
+            extra = {k: r[k] for k in ("delegate", "input_dtype", "output_shape") if k in r}
+            if not r.get("ok"):
+                extra["error"] = r.get("reason")
+            return r.get("latency_s"), extra
+    return None, {}
+
+
+def measure(c: Config, src: dl.CodeSource, d: dl.Dialect, p: Point, repeat: int,
+            arts: Dict[Tuple[str, int], Dict[str, Artifact]], images: List[str],
+            tfv: Optional[str], tag_prefix: str = "") -> Dict[str, Any]:
+    model, batch, threads, mode = p
+    hw = dl.image_size_of(c, dl.bm_hparams(c, model) if mode == "bm" else dl.infer_hparams(c), model)
+    rec: Dict[str, Any] = {
+        "host": c.benchmark.host, "model": model, "mode": mode, "batch": batch, "threads": threads,
+        "repeat": repeat, "repeats": c.benchmark.repeats, "device": c.device, "latency_ms": None,
+        "fps": None, "images_fed": batch, "distinct_images": None, "tf_version": tfv,
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ok": False, "image_size": hw,
+        "runs": {"bm": c.benchmark.bm_runs, "e2e": E2E_RUNS}.get(mode, c.benchmark.bm_runs),
+        "warmup_runs": {"bm": 5, "e2e": E2E_WARMUP}.get(mode, TFLITE_WARMUP),
+        "runtime": {"bm": "TF session, frozen graph (automl bm)",
+                    "e2e": "TF session, saved_model (automl saved_model_benchmark)"}.get(
+                        mode, "TFLite interpreter"),
+        "delegate": None, "quantization": None, "code_source": src.kind, "dialect": d.name}
+    art = None
+    tag = f"{tag_prefix}{model}-{mode}-b{batch}-t{threads}-r{repeat}"
+    staged: List[str] = []
+    if mode != "bm":
+        art = arts[(model, batch)][mode]
+        rec["quantization"] = art.quantization
+        if not art.path:
+            rec.update(error=art.reason or "not exported", unsupported=art.unsupported,
+                       threads_via=None, command=None, log=None)
+            return rec
+        staged = fill_batch(images, os.path.join(c.run_dir, "benchmark", "_images", f"b{batch}"), batch)
+        rec["distinct_images"] = min(len(images), batch)
+    argv, env, via, dropped = command_for(c, src, d, p, art, staged, tag)
     log = os.path.join(c.run_dir, "benchmark", "logs", tag + ".log")
     if os.path.exists(log):
         os.remove(log)
     res = run_logged(argv, env, log, cwd=src.cwd, timeout_s=c.timeout_s, header=f"benchmark {tag}")
-    out = parse_benchmark(res.output)
-    rec: Dict[str, Any] = {
-        "host": c.benchmark.host, "model": model, "mode": mode, "batch": batch, "threads": threads,
-        "device": c.device, "latency_ms": round(out.latency_ms, 3) if out else None,
-        "fps": round(out.fps, 3) if out else None, "tf_version": tfv,
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "ok": res.returncode == 0 and out is not None and out.latency_s > 0,
-        "image_size": hw, "runs": (out.runs if out and out.runs else (10 if mode == "e2e" else None)),
-        "threads_via": via, "code_source": src.kind, "dialect": d.name,
-        "command": shell_line(argv, env, src.cwd), "log": log}
+    lat_s, extra = _parse(mode, res.output)
+    rec.update(extra)
+    rec.update(threads_via=via, command=shell_line(argv, env, src.cwd), log=log)
     if dropped:
         rec["flags_not_supported"] = dropped
-    if not rec["ok"]:
+    rec["ok"] = res.returncode == 0 and lat_s is not None and lat_s > 0
+    if rec["ok"]:
+        rec["latency_ms"] = round(1000.0 * lat_s, 3)
+        rec["fps"] = round(batch / lat_s, 3)
+    elif "error" not in rec:
         rec["error"] = ("timed out" if res.timed_out else
                         last_error(res.output) if res.returncode else "no latency in the output")
     return rec
 
 
+def row_line(r: Dict[str, Any]) -> str:
+    """One human line per measurement, printed as it ends."""
+    head = (f"{r['model'].replace('efficientdet-', '')} {r['mode']} batch {r['batch']} "
+            f"threads {r['threads'] or 'default'} repeat {r['repeat']}/{r['repeats']}")
+    if r["ok"]:
+        return f"{head}: {r['latency_ms']:.1f} ms, {r['fps']:.2f} images/s ({r['images_fed']} per run)"
+    return f"{head}: {'not measurable' if r.get('unsupported') else 'FAILED'}: {r.get('error')}"
+
+
+# ----------------------------------------------------------------------------- the stage
+
+def paths(c: Config) -> Dict[str, str]:
+    return {k: os.path.join(c.run_dir, v) for k, v in {
+        "records": "benchmark.json", "progress": "benchmark.progress.jsonl",
+        "status": "benchmark_status.json", "supervisor_log": "benchmark.supervisor.log"}.items()}
+
+
 def run(c: Config) -> int:
-    images_glob = _check(c)
+    images = _check(c)
     src = dl.locate(c)
     d = dl.resolve(c, src)
-    tfv = tf_version(c.python)
-    records = []
-    path = os.path.join(c.run_dir, "benchmark.json")
-    for model, batch, threads, mode in _plan(c):
-        rec = measure(c, src, d, model, batch, threads, mode, images_glob, tfv)
-        records.append(rec)
-        write_json(path, records)  # partial results survive an interrupted matrix
-        print(json.dumps({k: rec[k] for k in ("model", "mode", "batch", "threads", "latency_ms",
-                                              "fps", "ok")}), flush=True)
-    bad = [r for r in records if not r["ok"]]
+    p = paths(c)
+    os.makedirs(c.run_dir, exist_ok=True)
+    pts = points(c)
+    plan = schedule(pts, c.benchmark.repeats)
+    status: Dict[str, Any] = {"state": "running", "pid": os.getpid(), "pid_start": proc_start(os.getpid()),
+                              "started": time.time(), "done": 0, "total": len(plan), "failed": 0}
+    write_json(p["status"], status)
+    open(p["progress"], "w").close()
+    records: List[Dict[str, Any]] = []
+    try:
+        tfv = tf_version(c.python)
+        arts = {(m, bs): artifacts(c, m, bs) for m, bs in c.benchmark.pairs
+                if m in c.benchmark.saved_models and any(x in EXPORTED_MODES for x in c.benchmark.modes)}
+        for repeat, pt in plan:
+            rec = measure(c, src, d, pt, repeat, arts, images, tfv)
+            records.append(rec)
+            write_json(p["records"], records)  # partial results survive an interrupted matrix
+            line = row_line(rec)
+            with open(p["progress"], "a", encoding="utf-8") as f:
+                f.write(json.dumps({"line": line, "ok": rec["ok"], "n": len(records),
+                                    "total": len(plan)}) + "\n")
+            print(json.dumps({k: rec[k] for k in ("model", "mode", "batch", "threads", "repeat",
+                                                  "latency_ms", "fps", "ok")}), flush=True)
+            status.update(done=len(records), failed=sum(1 for r in records if not r["ok"]
+                                                        and not r.get("unsupported")))
+            write_json(p["status"], status)
+    except BaseException as e:
+        status.update(state="failed", reason=f"{type(e).__name__}: {e}", ended=time.time())
+        write_json(p["status"], status)
+        raise
+    bad = [r for r in records if not r["ok"] and not r.get("unsupported")]
     for r in bad:
-        eprint(f"effdetlab.stages benchmark: {r['model']} {r['mode']} batch {r['batch']} "
-               f"threads {r['threads']} failed: {r['error']} (see {r['log']})")
+        eprint(f"effdetlab.stages benchmark: {row_line(r)} (see {r['log']})")
+    status.update(state="finished" if not bad else "failed", ended=time.time(),
+                  reason=f"{len(bad)} measurement(s) failed: {row_line(bad[0])}" if bad else None)
+    write_json(p["status"], status)
     return 1 if bad else 0
 
+
+def detach(c: Config) -> int:
+    """Validate, then run the benchmark in a new session and return at once."""
+    if not c.config_path:
+        raise StageInputError("--detach needs a config file")
+    _check(c)
+    p = paths(c)
+    st = current_status(c)
+    if st.get("state") == "running":
+        raise StageInputError(f"a benchmark is already running in {c.run_dir} (pid {st.get('pid')})")
+    os.makedirs(c.run_dir, exist_ok=True)
+    write_json(p["status"], {"state": "starting", "pid": None, "started": time.time(), "done": 0})
+    open(p["progress"], "w").close()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = PKG_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    with open(p["supervisor_log"], "w", encoding="utf-8") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "effdetlab.stages", "benchmark", "--config",
+                                 c.config_path], stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=c.run_dir)
+    print(json.dumps({"stage": "benchmark", "state": "starting", "pid": proc.pid,
+                      "status_file": p["status"]}), flush=True)
+    return 0
+
+
+def current_status(c: Config) -> Dict[str, Any]:
+    p = paths(c)
+    st = read_json(p["status"]) or {"state": "never_started"}
+    if st.get("state") == "starting" and time.time() - float(st.get("started") or 0) > 60:
+        st = dict(st, state="failed", reason=f"the detached benchmark never started; see {p['supervisor_log']}")
+    elif st.get("state") == "running" and not pid_alive(st.get("pid"), st.get("pid_start")):
+        st = dict(st, state="failed", reason=f"benchmark process {st.get('pid')} is gone without "
+                                             f"recording its end; see {p['supervisor_log']}")
+    return st
+
+
+def status_cmd(c: Config) -> int:
+    print(json.dumps(current_status(c)), flush=True)
+    return 0
+
+
+# ----------------------------------------------------------------------------- commands, crosscheck
 
 def commands(c: Config) -> int:
     """Print the exact shell line of every automl command the stages would run."""
@@ -141,41 +383,74 @@ def commands(c: Config) -> int:
         out["train"] = f"# {e}"
     out["export"] = shell_line(dl.export_cmd(c, src, d, c.model_dir, os.path.join(
         c.run_dir, ".inspect-logdir", "export"))[0], env, src.cwd)
-    glob_ = os.path.join(c.run_dir, "benchmark", "_images", "*")
-    out["benchmark"] = [shell_line(a, e, src.cwd) for _t, a, e, *_ in
-                        (command_for(c, src, d, m, b, t, mode, glob_) for m, b, t, mode in _plan(c))]
+    imgs = [os.path.join(c.run_dir, "benchmark", "_images", "b<N>", "<image>")]
+    lines = []
+    for pt in points(c):
+        model, batch, _t, mode = pt
+        art = (Artifact(os.path.join(c.run_dir, "exports", f"{model}-b{batch}",
+                                     f"{model}.tflite" if mode.startswith("tflite") else "saved_model"))
+               if mode != "bm" else None)
+        argv, e, _v, _d = command_for(c, src, d, pt, art, imgs, f"{model}-{mode}-b{batch}")
+        lines.append(shell_line(argv, e, src.cwd))
+    out["benchmark"] = lines
     out["infer"] = shell_line(infermod.command(c, src, d)[0], env, src.cwd)
     print(json.dumps(out, indent=1), flush=True)
     return 0
 
 
 def crosscheck(c: Config) -> int:
-    """bm through the stage vs the same command run by hand in /bin/sh, per thread count."""
+    """Every mode through the stage vs the same command run by hand in /bin/sh."""
+    images = _check(c)
     src = dl.locate(c)
     d = dl.resolve(c, src)
     tfv = tf_version(c.python)
-    model, batch = c.benchmark.model_names[0], c.benchmark.batch_sizes[0]
+    model, batch = c.benchmark.pairs[0]
+    arts = ({(model, batch): artifacts(c, model, batch)}
+            if model in c.benchmark.saved_models else {})
     pairs = []
-    for threads in c.benchmark.threads:
-        stage = measure(c, src, d, model, batch, threads, "bm", None, tfv)
-        tag, argv, env, hw, _via, _dr = command_for(c, src, d, model, batch, threads, "bm", None)
-        line = shell_line(argv, env, src.cwd)
-        hand = subprocess.run(["/bin/sh", "-c", line], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, universal_newlines=True,
-                              timeout=c.timeout_s)
-        ho = parse_benchmark(hand.stdout + "\n" + hand.stderr)
-        with open(os.path.join(c.run_dir, "benchmark", "logs", tag + ".by-hand.log"), "w",
-                  encoding="utf-8") as f:
-            f.write(f"$ {line}\n{hand.stdout}{hand.stderr}")
-        hand_ms = round(ho.latency_ms, 3) if ho else None
-        diff = (round(100.0 * (stage["latency_ms"] - hand_ms) / hand_ms, 2)
-                if stage["latency_ms"] and hand_ms else None)
-        pairs.append({"model": model, "batch": batch, "threads": threads, "image_size": hw,
-                      "stage_latency_ms": stage["latency_ms"], "by_hand_latency_ms": hand_ms,
-                      "diff_pct": diff, "within_5pct": diff is not None and abs(diff) <= 5.0,
-                      "by_hand_command": line})
-        print(json.dumps({k: pairs[-1][k] for k in ("threads", "stage_latency_ms",
-                                                     "by_hand_latency_ms", "diff_pct")}), flush=True)
+    for mode in c.benchmark.modes:
+        if mode != "bm" and (model, batch) not in arts:
+            continue
+        for threads in c.benchmark.threads:
+            pt = (model, batch, threads, mode)
+            stage_ms, hand_ms, line = [], [], None
+            for r in range(1, c.benchmark.repeats + 1):
+                rec = measure(c, src, d, pt, r, arts, images, tfv, tag_prefix="crosscheck-")
+                if not rec["ok"]:
+                    break
+                stage_ms.append(rec["latency_ms"])
+                line = rec["command"]
+                hand = subprocess.run(["/bin/sh", "-c", line], stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, universal_newlines=True,
+                                      timeout=c.timeout_s)
+                with open(rec["log"].replace(".log", ".by-hand.log"), "w", encoding="utf-8") as f:
+                    f.write(f"$ {line}\n{hand.stdout}")
+                lat_s = _parse(mode, hand.stdout)[0]
+                if lat_s:
+                    hand_ms.append(round(1000.0 * lat_s, 3))
+            pairs.append(_agreement(pt, stage_ms, hand_ms, line, rec))
+            print(json.dumps({k: pairs[-1][k] for k in ("mode", "threads", "stage_latency_ms",
+                                                         "by_hand_latency_ms", "diff_pct", "agree")}),
+                  flush=True)
     write_json(os.path.join(c.run_dir, "crosscheck.json"),
-               {"host": c.benchmark.host, "tf_version": tfv, "device": c.device, "pairs": pairs})
+               {"host": c.benchmark.host, "tf_version": tfv, "device": c.device,
+                "repeats": c.benchmark.repeats, "pairs": pairs})
     return 0 if all(p["stage_latency_ms"] and p["by_hand_latency_ms"] for p in pairs) else 1
+
+
+def _agreement(pt: Point, stage_ms: List[float], hand_ms: List[float], line: Optional[str],
+               last: Dict[str, Any]) -> Dict[str, Any]:
+    model, batch, threads, mode = pt
+    s = statistics.median(stage_ms) if stage_ms else None
+    h = statistics.median(hand_ms) if hand_ms else None
+    spread = round(100.0 * (max(stage_ms) - min(stage_ms)) / s, 2) if stage_ms else None
+    diff = round(100.0 * (s - h) / h, 2) if s and h else None
+    out = {"model": model, "batch": batch, "threads": threads, "mode": mode,
+           "image_size": last.get("image_size"), "stage_latency_ms": s, "by_hand_latency_ms": h,
+           "stage_runs_ms": stage_ms, "by_hand_runs_ms": hand_ms, "stage_spread_pct": spread,
+           "diff_pct": diff, "within_5pct": diff is not None and abs(diff) <= 5.0,
+           "agree": diff is not None and abs(diff) <= max(5.0, spread or 0.0),
+           "by_hand_command": line}
+    if not stage_ms:
+        out["error"] = last.get("error")
+    return out

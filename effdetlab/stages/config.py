@@ -39,6 +39,10 @@ benchmark matrix.  Relative paths are resolved against the config file's folder.
   tflite_path               run_dir/<model_name>.tflite   export
   min_score_thresh          0.4                           export (baked in) / infer
   export_batch_size         1                             export
+  quantize                  []                            export: quantized .tflite files too
+                                                          ("int8", "drq"; effdetlab.stages.quantize)
+  accuracy                  true                          export: COCO mAP of the float and the
+                                                          quantized .tflite on val_file_pattern
   image_size                hparams image_size / model's  infer: hparams override for inference
   infer_images              (required for infer)          infer: a folder or a glob
   infer_runmode             "saved_model_infer"           infer: or "infer" (from the checkpoint)
@@ -50,10 +54,21 @@ benchmark matrix.  Relative paths are resolved against the config file's folder.
     model_names             [model_name]
     batch_sizes             [1]
     threads                 [1]                           0 = TensorFlow's default
-    modes                   ["bm", "e2e"]                 bm: model_inspect --runmode=bm (network
-                                                          only); e2e: saved_model_benchmark
-    bm_runs                 10                            timed runs of bm (after 5 warm-ups)
-    hparams                 {}                            bm's --hparams ({} = automl defaults)
+    modes                   ["bm", "e2e", "tflite"]       bm: model_inspect --runmode=bm (network
+                                                          only); e2e: saved_model_benchmark;
+                                                          tflite: the exported .tflite in TFLite's
+                                                          interpreter; tflite-int8, tflite-drq: a
+                                                          quantized .tflite (see quantize)
+    bm_runs                 10                            timed runs of bm and tflite (after 5
+                                                          warm-ups; e2e: automl's fixed 1 + 10)
+    repeats                 3                             measurements of each configuration, in
+                                                          interleaved order
+    fill                    true                          e2e/tflite: repeat the images until a
+                                                          batch is full (false: refuse instead)
+    pairs                   model_names x batch_sizes     [[model_name, batch], ...] to measure
+    hparams                 {}                            bm's --hparams, over an exported model's
+                                                          num_classes and image size ({} and no
+                                                          export: automl defaults)
     saved_models            {model_name: saved_model_dir} e2e: model name -> exported folder
     images                  infer_images                  e2e: folder or glob of input images
     host                    socket.gethostname()          recorded in every record
@@ -70,7 +85,7 @@ import json
 import os
 import socket
 import sys
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from effdetlab._records import Record
 from effdetlab.stages.errors import StageInputError
@@ -80,7 +95,9 @@ MODES = ("train_and_eval", "train")
 DEVICES = ("cpu", "gpu")
 DIALECTS = ("auto", "current", "2020-05")
 SOURCES = ("pypi", "git")
-BENCH_MODES = ("bm", "e2e")
+BENCH_MODES = ("bm", "e2e", "tflite", "tflite-int8", "tflite-drq")
+DEFAULT_BENCH_MODES = ("bm", "e2e", "tflite")
+QUANTIZE_KINDS = ("int8", "drq")
 INFER_RUNMODES = ("saved_model_infer", "infer")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 
@@ -91,16 +108,18 @@ _KNOWN_KEYS = {
     "ckpt", "backbone_ckpt", "model_dir", "save_checkpoints_steps", "log_every_n_steps", "strategy",
     "extra_train_flags", "saved_model_dir", "tflite", "tflite_path", "min_score_thresh",
     "export_batch_size", "image_size", "infer_images", "infer_runmode", "timeout_s", "benchmark",
-    "explicit",
+    "explicit", "quantize", "accuracy",
 }
 _BENCH_KEYS = {"model_names", "batch_sizes", "threads", "modes", "bm_runs", "hparams",
-               "saved_models", "images", "host"}
+               "saved_models", "images", "host", "repeats", "fill", "pairs"}
 
 
 class BenchConfig(Record):
     def __init__(self, model_names: List[str], batch_sizes: List[int], threads: List[int],
                  modes: List[str], bm_runs: int, hparams: Dict[str, Any],
-                 saved_models: Dict[str, str], images: Optional[str], host: str) -> None:
+                 saved_models: Dict[str, str], images: Optional[str], host: str,
+                 repeats: int = 3, fill: bool = True,
+                 pairs: Optional[List[Tuple[str, int]]] = None) -> None:
         self.model_names = model_names
         self.batch_sizes = batch_sizes
         self.threads = threads
@@ -110,6 +129,12 @@ class BenchConfig(Record):
         self.saved_models = saved_models
         self.images = images
         self.host = host
+        self.repeats = repeats
+        self.fill = fill
+        # (model, batch) points of this run: the product of model_names and batch_sizes
+        # unless a fleet dealt this host its share.
+        self.pairs: List[Tuple[str, int]] = (pairs if pairs is not None else
+                                             [(m, b) for m in model_names for b in batch_sizes])
 
 
 class Config(Record):
@@ -168,6 +193,8 @@ class Config(Record):
         self.config_path = config_path
         # Keys set on purpose (sorted): a flag the automl code lacks is refused for these.
         self.explicit: List[str] = [] if explicit is None else explicit
+        self.quantize: List[str] = []  # export: quantized .tflite files to write beside the float one
+        self.accuracy = True  # export: mAP of the float and quantized .tflite on the val set
 
     def is_explicit(self, key: Optional[str]) -> bool:
         return key is not None and key in self.explicit
@@ -204,6 +231,28 @@ def _int_list(d: Mapping[str, Any], key: str, default: List[int], minimum: int) 
         if isinstance(x, bool) or not isinstance(x, int) or x < minimum:
             raise _err(f"config benchmark.{key}: {x!r} is not an integer >= {minimum}")
     return list(v)
+
+
+def _bool(d: Mapping[str, Any], key: str, default: bool, where: str) -> bool:
+    v = d.get(key, default)
+    if not isinstance(v, bool):
+        raise _err(f"config {where}={v!r}: expected true or false")
+    return v
+
+
+def _pairs(v: Any) -> Optional[List[Tuple[str, int]]]:
+    """benchmark.pairs: [[model_name, batch], ...] or absent."""
+    if v is None:
+        return None
+    if not isinstance(v, list) or not v:
+        raise _err(f"config benchmark.pairs={v!r}: expected a non-empty list of [model_name, batch]")
+    out = []
+    for p in v:
+        if (not isinstance(p, list) or len(p) != 2 or isinstance(p[1], bool)
+                or not isinstance(p[1], int) or p[1] < 1):
+            raise _err(f"config benchmark.pairs entry {p!r}: expected [model_name, batch >= 1]")
+        out.append((check_model_name(p[0], "benchmark.pairs"), p[1]))
+    return out
 
 
 def _choice(d: Mapping[str, Any], key: str, default: str, choices: Sequence[str], where: str = "") -> str:
@@ -364,6 +413,11 @@ def from_dict(d: Mapping[str, Any], base_dir: str = ".", config_path: Optional[s
         raise _err(f"config min_score_thresh={mst!r}: expected a number in (0, 1)")
     c.min_score_thresh = float(mst)
     c.export_batch_size = _int(d, "export_batch_size", 1)  # type: ignore[assignment]
+    q = d.get("quantize", [])
+    if not isinstance(q, list) or any(k not in QUANTIZE_KINDS for k in q):
+        raise _err(f"config quantize={q!r}: a list of {', '.join(QUANTIZE_KINDS)}")
+    c.quantize = sorted(set(q))
+    c.accuracy = _bool(d, "accuracy", True, "accuracy")
     c.image_size = d.get("image_size")
     if c.image_size is not None:
         parse_image_size(c.image_size)
@@ -385,7 +439,7 @@ def from_dict(d: Mapping[str, Any], base_dir: str = ".", config_path: Optional[s
         raise _err("config benchmark.model_names: expected a non-empty list")
     for n in names:
         check_model_name(n, "benchmark.model_names")
-    modes = b.get("modes", list(BENCH_MODES))
+    modes = b.get("modes", list(DEFAULT_BENCH_MODES))
     if not isinstance(modes, list) or not modes or any(m not in BENCH_MODES for m in modes):
         raise _err(f"config benchmark.modes={modes!r}: a non-empty list of {', '.join(BENCH_MODES)}")
     saved = b.get("saved_models", {c.model_name: c.saved_model_dir})
@@ -403,6 +457,9 @@ def from_dict(d: Mapping[str, Any], base_dir: str = ".", config_path: Optional[s
         saved_models={k: _abspath(base_dir, v) or "" for k, v in saved.items()},
         images=_abspath(base_dir, b.get("images")) or c.infer_images,
         host=str(b.get("host") or socket.gethostname()),
+        repeats=_int(b, "repeats", 3, where="benchmark.") or 3,
+        fill=_bool(b, "fill", True, "benchmark.fill"),
+        pairs=_pairs(b.get("pairs")),
     )
     c.explicit = _explicit(d, b)
     return c

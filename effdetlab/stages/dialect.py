@@ -404,7 +404,19 @@ def bm_cmd(c: Config, src: CodeSource, d: Dialect, model_name: str, batch: int, 
            logdir: str) -> Tuple[List[str], List[str]]:
     return _inspect(c, src, d, "bm", model_name, [
         ("threads", threads), ("bm_runs", c.benchmark.bm_runs), ("batch_size", batch),
-        ("logdir", logdir)], c.benchmark.hparams)
+        ("logdir", logdir)], bm_hparams(c, model_name))
+
+
+def bm_hparams(c: Config, model_name: str) -> Dict[str, Any]:
+    """bm's --hparams: for an exported (trained) model, its class count and inference image
+    size first, so that bm times the network the e2e and TFLite modes run; then
+    benchmark.hparams over them."""
+    h: Dict[str, Any] = {}
+    if model_name in c.benchmark.saved_models:
+        ih = infer_hparams(c)
+        h.update({k: ih[k] for k in ("num_classes", "image_size") if k in ih})
+    h.update(c.benchmark.hparams)
+    return h
 
 
 def e2e_cmd(c: Config, src: CodeSource, d: Dialect, model_name: str, batch: int,

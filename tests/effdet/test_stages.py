@@ -224,8 +224,11 @@ def test_inspect_commands_current_golden(tmp_path):
                     "--min_score_thresh=0.3", "--batch_size=1", "--logdir=/tmp/l",
                     f"--hparams=num_classes=2,moving_average_decay=0,label_map={tmp_path}/label_map.yaml"]
     argv, _ = dl.bm_cmd(c, src, dl.CURRENT, "efficientdet-d0", 1, 2, "/tmp/l")
+    # the exported model's class count and inference size, then benchmark.hparams
     assert argv[3:] == ["--runmode=bm", "--model_name=efficientdet-d0", "--threads=2", "--bm_runs=3",
-                        "--batch_size=1", "--logdir=/tmp/l", "--hparams=image_size=256"]
+                        "--batch_size=1", "--logdir=/tmp/l", "--hparams=num_classes=2,image_size=256"]
+    argv, _ = dl.bm_cmd(c, src, dl.CURRENT, "efficientdet-d1", 1, 2, "/tmp/l")
+    assert argv[-1] == "--hparams=image_size=256"  # no export of d1: benchmark.hparams alone
     argv, _ = dl.e2e_cmd(c, src, dl.CURRENT, "efficientdet-d0", 4, "/sm", "/img/*")
     assert argv[3:7] == ["--runmode=saved_model_benchmark", "--model_name=efficientdet-d0",
                          "--saved_model_dir=/sm", "--input_image=/img/*"]
@@ -581,7 +584,7 @@ def test_what_else_a_script_may_lack(tmp_path):
     argv, dropped = dl.bm_cmd(c, src, _d2020(inspect=INSPECT_9F1CF16 - {"threads", "bm_runs", "logdir"}),
                               "efficientdet-d0", 1, 2, "/l")
     assert dropped == ["threads", "bm_runs", "logdir"] and argv[3:] == [
-        "--runmode=bm", "--model_name=efficientdet-d0", "--batch_size=1"]
+        "--runmode=bm", "--model_name=efficientdet-d0", "--batch_size=1", "--hparams=num_classes=2"]
     argv, dropped = dl.export_cmd(c, src, _d2020(), c.model_dir, "/l")
     assert dropped == [] and any(a.startswith("--tflite_path=") for a in argv)  # 9f1cf16 has it
 
@@ -635,8 +638,11 @@ def test_chain_train_kill_resume_export_benchmark_infer(tmp_path):
            "train_file_pattern": "tfr/train-*.tfrecord", "train_batch_size": 2, "num_epochs": 1,
            "num_examples_per_epoch": 32, "save_checkpoints_steps": 3, "min_score_thresh": 0.05,
            "infer_images": os.path.join(voc, "JPEGImages", "00000[01].jpg"),
-           "benchmark": {"threads": [1], "bm_runs": 2, "modes": ["bm", "e2e"],
-                         "hparams": {"image_size": 128}, "host": "chain-test"},
+           # the training set stands in for a validation set in the int8 file's mAP
+           "val_file_pattern": "tfr/train-*.tfrecord", "val_json_file": "tfr/train_annotations.json",
+           "quantize": ["int8"],
+           "benchmark": {"threads": [1], "bm_runs": 2, "batch_sizes": [1, 4], "repeats": 2,
+                         "modes": ["bm", "e2e", "tflite", "tflite-int8"], "host": "chain-test"},
            "timeout_s": 400}
     cfg_path = str(tmp_path / "config.json")
     with open(cfg_path, "w") as f:
@@ -692,11 +698,15 @@ def test_chain_train_kill_resume_export_benchmark_infer(tmp_path):
     ex = json.loads((run / "export.json").read_text())
     assert ex["ok"] and ex["saved_model"]["detections_shape"] == [1, 100, 7]
     assert ex["checkpoint"].endswith("-16")
-    if ex["tflite"]["ok"]:
-        assert os.path.getsize(ex["tflite"]["path"]) > 1_000_000
-        assert ex["tflite"]["detections_shape"][-1] == 7
-    else:
-        assert ex["tflite"]["reason"]
+    assert ex["tflite"]["ok"] and ex["tflite"]["detections_shape"] == [1, 100, 7]
+    assert os.path.getsize(ex["tflite"]["path"]) > 1_000_000
+    q = ex["quantized"]["int8"]  # calibrated on the training images, checked like the float one
+    assert q["ok"] and q["detections_shape"] == [1, 100, 7] and q["input_dtype"] == "uint8"
+    assert os.path.getsize(q["path"]) < os.path.getsize(ex["tflite"]["path"]) / 2
+    assert len(os.listdir(run / ".calibration")) == 8
+    acc = ex["accuracy"]
+    assert acc["ok"] and acc["images"] == 8 and set(acc["ap_change"]) == {"int8"}
+    assert acc["ap_change"]["int8"] == pytest.approx(acc["int8"]["AP"] - acc["float"]["AP"], abs=1e-4)
     import numpy as np
     import tensorflow as tf
     from PIL import Image
@@ -708,17 +718,47 @@ def test_chain_train_kill_resume_export_benchmark_infer(tmp_path):
     assert (det[0, :, 5] <= 1).all()  # scores; boxes in input pixels: columns 1..4
     assert det[0, :, 1:5].max() <= 320 + 1
 
-    # 4. benchmark: network-only and end-to-end, automl's own timer
+    # 4. benchmark: bm, e2e, tflite, tflite-int8 at batch 1 and 4, 2 repeats interleaved; batch 4
+    #    needs (and gets) a model exported for batch 4, fed the 2 images twice
     r = _stage("benchmark", cfg_path)
     assert r.returncode == 0, r.stdout + r.stderr
     recs = json.loads((run / "benchmark.json").read_text())
-    assert [(x["mode"], x["threads"]) for x in recs] == [("bm", 1), ("e2e", 1)]
+    modes = ["bm", "e2e", "tflite", "tflite-int8"]
+    order = [(m, b) for b in (1, 4) for m in modes]
+    assert [(x["mode"], x["batch"]) for x in recs] == order + order[::-1]
+    assert [x["repeat"] for x in recs] == [1] * 8 + [2] * 8
     for x in recs:
-        assert x["ok"] and x["latency_ms"] > 0 and x["fps"] > 0 and x["host"] == "chain-test"
+        assert x["ok"] and x["latency_ms"] > 0 and x["host"] == "chain-test" and x["threads"] == 1
         assert x["tf_version"] == tf.__version__ and x["image_size"] == [128, 128]
-        assert x["fps"] == pytest.approx(1000.0 / x["latency_ms"], rel=1e-3)
-        assert "Per batch inference time" in open(x["log"]).read()
-    assert recs[0]["runs"] == 2 and recs[0]["threads_via"] == "flag" and recs[1]["threads_via"] == "env"
+        assert x["images_fed"] == x["batch"]
+        assert x["fps"] == pytest.approx(1000.0 * x["images_fed"] / x["latency_ms"], rel=1e-3)
+        log = open(x["log"]).read()
+        assert ("Per batch inference time" if x["mode"] in ("bm", "e2e") else "EFFDETLAB_TFLITE") in log
+    by = {(x["mode"], x["batch"], x["repeat"]): x for x in recs}
+    assert by[("bm", 1, 1)]["runs"] == 2 and by[("bm", 1, 1)]["threads_via"] == "flag"
+    assert by[("e2e", 1, 1)]["threads_via"] == "env" and by[("e2e", 4, 1)]["distinct_images"] == 2
+    assert by[("tflite", 1, 1)]["delegate"].startswith("XNNPACK")
+    assert by[("tflite-int8", 1, 1)]["quantization"].startswith("integer")
+    for m in ("e2e", "tflite"):  # the batch is really filled: 4 images cost more than 1
+        assert min(by[(m, 4, r)]["latency_ms"] for r in (1, 2)) > 1.5 * min(by[(m, 1, r)]["latency_ms"] for r in (1, 2))
+    b4 = json.loads((run / "exports" / "efficientdet-d0-b4" / "export.json").read_text())
+    assert b4["batch_size"] == 4 and b4["saved_model"]["detections_shape"] == [4, 100, 7]
+    assert b4["tflite"]["detections_shape"] == [4, 100, 7] and b4["quantized"]["int8"]["ok"]
+    assert "--batch_size=4" in b4["command"]
+    progress = _read_jsonl(str(run / "benchmark.progress.jsonl"))
+    assert len(progress) == 16 and progress[0]["line"].startswith("d0 bm batch 1 threads 1 repeat 1/2: ")
+    assert json.loads((run / "benchmark_status.json").read_text())["state"] == "finished"
+
+    # 4b. crosscheck: each mode through the stage and its printed command by hand in /bin/sh
+    r = _stage("crosscheck", cfg_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    cc = json.loads((run / "crosscheck.json").read_text())
+    assert [p["mode"] for p in cc["pairs"]] == modes
+    for p in cc["pairs"]:
+        assert len(p["stage_runs_ms"]) == len(p["by_hand_runs_ms"]) == 2, p
+        assert "CUDA_VISIBLE_DEVICES=-1 " in p["by_hand_command"]
+        # the same command: the two agree to well within what separates batch 1 from batch 4
+        assert abs(p["diff_pct"]) < 50, p
 
     # 5. infer on 2 images -> annotated images, each mapped to its input
     r = _stage("infer", cfg_path)
@@ -737,7 +777,7 @@ def test_chain_train_kill_resume_export_benchmark_infer(tmp_path):
 
     # 6. status sees every output; benchreport renders the run
     st = _status(cfg_path)
-    assert st["outputs"] == {"export": True, "benchmark_records": 2, "infer": True}
+    assert st["outputs"] == {"export": True, "benchmark_records": 16, "infer": True}
     r = run_cli("-m", "effdetlab.benchreport", str(run), "--out", str(tmp_path / "report"))
     assert r.returncode == 0, r.stderr
     md = (tmp_path / "report.md").read_text()

@@ -774,7 +774,8 @@ def test_py36_stage_config_and_dialect(py36: Dict[str, Any]) -> None:
     assert c["benchmark"] == {"model_names": ["efficientdet-d0"], "batch_sizes": [1], "threads": [1],
                               "modes": ["bm"], "bm_runs": 2, "hparams": {},
                               "saved_models": {"efficientdet-d0": "<WORK>/run/saved_model"},
-                              "images": None, "host": "probe-host"}
+                              "images": None, "host": "probe-host", "repeats": 3, "fill": True,
+                              "pairs": [["efficientdet-d0", 1]]}
     e = c["errors"]
     assert "mode='eval'" in e[0] and "device" in e[1] and "must be >= 1" in e[2] and "','" in e[3]
     assert "benchmark.threads" in e[4] and "min_score_thresh" in e[5] and "unknown key" in e[6]
@@ -861,20 +862,24 @@ def test_py36_stage_cli_train_benchmark_status(py36: Dict[str, Any]) -> None:
     assert s["automl_argv"][0] == "--mode=train" and "--use_tpu=False" in s["automl_argv"]
 
     assert s["benchmark"]["rc"] == 0, s["benchmark"]["stderr"]
-    (b,) = s["benchmark_json"]
+    recs = s["benchmark_json"]
+    assert [r["repeat"] for r in recs] == [1, 2, 3] and all(r["repeats"] == 3 for r in recs)  # the default
+    b = recs[0]
     assert b["ok"] is True and b["latency_ms"] == pytest.approx(7.3555, abs=1e-3)
     assert b["fps"] == pytest.approx(135.953, abs=1e-3) and b["runs"] == 2
     assert (b["host"], b["mode"], b["batch"], b["threads"], b["threads_via"]) == (
         "probe-host", "bm", 1, 1, "flag")
-    assert b["image_size"] == [512, 512] and b["flags_not_supported"] == ["bm_runs"]
+    # bm of the configured model: its own class count and image size (hparams), as its exports
+    assert b["image_size"] == [128, 128] and b["flags_not_supported"] == ["bm_runs"]
+    assert "num_classes=2,image_size=128" in b["command"]
     assert b["tf_version"] is None  # no tensorflow here: the pkg_resources fallback said so
 
     st = _json_line(s["status"]["stdout"])
     assert s["status"]["rc"] == 0 and st["state"] == "finished" and st["global_step"] == 4
-    assert st["outputs"] == {"export": None, "benchmark_records": 1, "infer": None}
+    assert st["outputs"] == {"export": None, "benchmark_records": 3, "infer": None}
     cmds = _json_line(s["commands"]["stdout"]) if s["commands"]["rc"] == 0 else s["commands"]
     assert cmds["dialect"] == "2020-05" and "--training_file_pattern=" in cmds["train"]
-    assert len(cmds["benchmark"]) == 1 and "--runmode=saved_model_infer" in cmds["infer"]
+    assert len(cmds["benchmark"]) == 1 and "--runmode=saved_model_infer" in cmds["infer"]  # one point
 
     # automl fails: exit 1 and the telling line; bad input: exit 2 and one line on stderr
     assert s["export_fails"]["rc"] == 1
