@@ -1,10 +1,13 @@
-"""effdet_follow: follow a detached training run until it ends.
+"""effdet_follow: follow a detached training or benchmark run until it ends.
 
 Runs on the controller. Every `poll_seconds` it asks the stage runner in the
 lab container for the run's status (community.docker.docker_container_exec on
-the host), copies progress.jsonl back to the controller, and prints one
-progress line per host as it goes, so a long training shows its step and loss
-live. Returns the final status; fails when training failed or timed out.
+the host), copies the progress file back to the controller, and prints as it
+goes, so a long run shows itself live:
+  kind: train      one line per host with the step and loss when they change
+  kind: benchmark  every measurement's own line ("line" in each progress record)
+                   as it ends
+Returns the final status; fails when the run failed or timed out.
 
 progress.jsonl lives in the lab user's folder: it is read through the
 effdet_safe_fs module (relative to `base`, the trusted host folder, never
@@ -24,7 +27,7 @@ from ansible.utils.display import Display
 
 display = Display()
 
-ENDED = ("finished", "failed", "stopped")
+ENDED = ("finished", "failed", "stopped", "never_started")
 # Consecutive polls whose status could not be read (the container restarting,
 # a dropped connection) before following gives up.
 STATUS_TRIES = 6
@@ -32,7 +35,7 @@ STATUS_TRIES = 6
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("container", "user", "env", "argv", "base", "base_alias", "progress_src",
+    _VALID_ARGS = frozenset(("kind", "container", "user", "env", "argv", "base", "base_alias", "progress_src",
                              "progress_dest", "poll_seconds", "timeout_minutes"))
     _warned = False
 
@@ -65,17 +68,31 @@ class ActionModule(ActionBase):
         with open(dest, "w", encoding="utf-8") as out:
             out.write(text)
         lines = [ln for ln in text.splitlines() if ln.strip()]
+        self._records = lines
         try:
             return json.loads(lines[-1]) if lines else None
         except ValueError:
             return None
 
+    def _print_new_rows(self, host: str) -> None:
+        """kind benchmark: each progress record's line, once, in order."""
+        for raw in self._records[self._shown:]:
+            try:
+                display.display(f"  [effdet] {host}: {json.loads(raw).get('line')}")
+            except ValueError:
+                continue
+        self._shown = len(self._records)
+
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result = super().run(tmp, task_vars)
         args = self._task.args
         host = task_vars.get("inventory_hostname", "?") if task_vars else "?"
+        kind = args.get("kind", "train")
+        what = "the benchmark" if kind == "benchmark" else "training"
+        self._records: list[str] = []
+        self._shown = 0
         if self._task.check_mode:
-            return {**result, "skipped": True, "msg": "check mode: training is not followed"}
+            return {**result, "skipped": True, "msg": f"check mode: {what} is not followed"}
         poll = max(1, int(args.get("poll_seconds", 15)))
         deadline = time.monotonic() + 60 * float(args.get("timeout_minutes", 720))
         last_line = ""
@@ -93,22 +110,26 @@ class ActionModule(ActionBase):
                     continue
                 misses = 0
                 last = self._copy_progress(args, task_vars)
-                line = (f"{host}: {status.get('state')}, step {status.get('global_step', '-')}"
-                        f"/{status.get('train_steps', '?')}" + (f", loss {last.get('loss')}" if last else ""))
-                if line != last_line:
-                    display.display(f"  [effdet] {line}")
-                    last_line = line
+                if kind == "benchmark":
+                    self._print_new_rows(host)
+                    line = f"{host}: benchmark {status.get('state')}, {status.get('done', 0)}/{status.get('total', '?')} measured"
+                else:
+                    line = (f"{host}: {status.get('state')}, step {status.get('global_step', '-')}"
+                            f"/{status.get('train_steps', '?')}" + (f", loss {last.get('loss')}" if last else ""))
+                    if line != last_line:
+                        display.display(f"  [effdet] {line}")
+                        last_line = line
                 if status.get("state") in ENDED:
                     break
                 if time.monotonic() > deadline:
                     return {**result, "failed": True, "status": status,
-                            "msg": f"training still {status.get('state')} after {args.get('timeout_minutes')} min; "
-                                   "it keeps running in the container: run the train stage again to follow it"}
+                            "msg": f"{what} still {status.get('state')} after {args.get('timeout_minutes')} min; "
+                                   f"it keeps running in the container: run the {kind} stage again to follow it"}
                 time.sleep(poll)
         except (RuntimeError, ValueError) as exc:
             return {**result, "failed": True,
-                    "msg": f"could not follow training on {host} ({STATUS_TRIES} tries): {exc}"}
+                    "msg": f"could not follow {what} on {host} ({STATUS_TRIES} tries): {exc}"}
         return {**result, "changed": False, "status": status, "last_progress": last,
                 "failed": status.get("state") != "finished",
                 "msg": line if status.get("state") == "finished" else
-                f"training {status.get('state')}: {status.get('reason', 'see train.log')}"}
+                f"{what} {status.get('state')} on {host}: {status.get('reason') or 'see its log'}"}

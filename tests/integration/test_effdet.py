@@ -20,8 +20,9 @@ from conftest import REPO, docker_sh, playbook_command, run_playbook
 
 RUN = f"pytest-{os.getpid()}"
 RESULTS = REPO / "results" / "effdet" / RUN
-SWEEP = {"effdet_tasks_run_name": RUN, "effdet_tasks_benchmark_batch_sizes": [1, 2],
-         "effdet_tasks_benchmark_threads": [1], "effdet_tasks_benchmark_runs": 2}
+SWEEP = {"effdet_tasks_run_name": RUN, "effdet_tasks_benchmark_batch_sizes": [1, 4],
+         "effdet_tasks_benchmark_threads": [1], "effdet_tasks_benchmark_runs": 3,
+         "effdet_tasks_benchmark_repeats": 2}
 
 
 def extra_vars(tmp_path: Path, **overrides) -> str:
@@ -71,6 +72,12 @@ def test_export_wrote_a_saved_model_that_detects_and_a_tflite(effdet_run):
         assert export["ok"] is True
         assert export["saved_model"]["ok"] and export["saved_model"]["detections_shape"] == [1, 100, 7]
         assert export["tflite"]["ok"] and export["tflite"]["bytes"] > 1_000_000
+        # the default sweep's tflite-int8 mode: a calibrated int8 file, and what it costs in mAP
+        int8 = export["quantized"]["int8"]
+        assert int8["ok"] and int8["input_dtype"] == "uint8" and int8["bytes"] < export["tflite"]["bytes"] / 2
+        acc = export["accuracy"]
+        assert acc["ok"] and acc["images"] == 4, acc  # the demo's validation set
+        assert set(acc) >= {"float", "int8", "ap_change"} and 0 <= acc["int8"]["AP"] <= 1
 
 
 def test_benchmark_sweep_is_shared_and_merged(effdet_run):
@@ -79,11 +86,39 @@ def test_benchmark_sweep_is_shared_and_merged(effdet_run):
     records = merged["rows"]
     hosts = {r["host"] for r in records}
     assert hosts == set(effdet_run["hosts"]), "each host measured its share of (model, batch) pairs"
-    assert {r["batch"] for r in records} == {1, 2}
-    assert {r["mode"] for r in records} == {"bm", "e2e"}
-    assert all(r["latency_ms"] > 0 for r in records)
-    assert (RESULTS / "benchmark.md").read_text().count("| efficientdet-d0 |") >= 4
+    assert {r["batch"] for r in records} == {1, 4}
+    assert {r["mode"] for r in records} == {"bm", "e2e", "tflite", "tflite-int8"}
+    assert all(r["latency_ms"] > 0 and r["runs"] == 2 for r in records), "2 repeats of each"
+    md = (RESULTS / "benchmark.md").read_text()
+    assert md.count("| efficientdet-d0 |") >= 8 and "## Side by side" in md
     assert (RESULTS / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_batch_is_filled_and_fps_counts_the_images_fed(effdet_run):
+    """e2e and TFLite at batch 4 run a model exported for batch 4, fed 4 images (the 2 given ones
+    twice): the latency grows with the batch, and fps is images fed / latency."""
+    recs = [r for host in effdet_run["hosts"]
+            for r in json.loads((RESULTS / host / "benchmark" / "benchmark.json").read_text())]
+    assert len(recs) == 2 * 4 * 2 and all(r["ok"] for r in recs)  # 2 batches x 4 modes x 2 repeats
+    for r in recs:
+        assert r["images_fed"] == r["batch"]
+        assert r["fps"] == pytest.approx(1000.0 * r["images_fed"] / r["latency_ms"], rel=1e-3)
+        if r["mode"] != "bm":
+            assert r["distinct_images"] == min(2, r["batch"])
+    for mode in ("e2e", "tflite"):
+        b1, b4 = (min(r["latency_ms"] for r in recs if r["mode"] == mode and r["batch"] == b) for b in (1, 4))
+        assert b4 > 1.5 * b1, (mode, b1, b4)
+    assert [r["repeat"] for r in recs if r["mode"] == "bm" and r["batch"] == 1] == [1, 2]
+    tfl = next(r for r in recs if r["mode"] == "tflite")
+    assert tfl["delegate"].startswith("XNNPACK") and tfl["runtime"] == "TFLite interpreter"
+
+
+def test_each_measurement_is_printed_as_it_ends(effdet_run):
+    out = effdet_run["first"].output
+    for host in effdet_run["hosts"]:
+        lines = [ln for ln in out.splitlines() if f"[effdet] {host}: d0 " in ln and " repeat " in ln]
+        assert len(lines) == 8, lines  # 4 modes x 2 repeats of this host's batch
+        assert all(" ms, " in ln and "images/s" in ln for ln in lines)
 
 
 def test_annotated_images_came_back(effdet_run):
@@ -125,7 +160,7 @@ def test_status_reports_every_host(effdet_run):
         assert row["container"].startswith("running since "), row
         assert row["training"]["state"] == "finished" and row["training"]["global_step"] > 0, row
         bench = row["benchmark"]
-        assert bench["model"] == "efficientdet-d0" and bench["mode"] in ("bm", "e2e") and bench["latency_ms"] > 0, row
+        assert bench["model"] == "efficientdet-d0" and bench["mode"] in ("bm", "e2e", "tflite", "tflite-int8") and bench["latency_ms"] > 0, row
         said = " ".join(run.output.split())
         assert f"{host}: GPUs 0 (no nvidia-smi); image effdet-lab/lab:cpu-" in said
         assert f"last benchmark efficientdet-d0 {bench['mode']} batch {bench['batch']}" in said, said[-3000:]
