@@ -132,4 +132,4 @@ class ActionModule(ActionBase):
         return {**result, "changed": False, "status": status, "last_progress": last,
                 "failed": status.get("state") != "finished",
                 "msg": line if status.get("state") == "finished" else
-                f"{what} {status.get('state')} on {host}: {status.get('reason') or 'see its log'}"}
+                f"{what} {status.get('state')}: {status.get('reason') or 'see its log'}"}
