@@ -1,7 +1,7 @@
 """python -m effdetlab.stages STAGE --config CONFIG.json [--detach]
 
 Stages: train (--detach: start in a new session, return at once), status, stop, export,
-benchmark (--detach too), benchmark-status, infer, commands (print the automl command
+benchmark (--detach too), benchmark-prepare (its exports only), benchmark-status, infer, commands (print the automl command
 lines), crosscheck (each benchmark mode by the stage vs by hand).  Exit: 0 ok, 1 automl failed (the named log says why), 2 bad input.
 """
 
@@ -13,8 +13,8 @@ from effdetlab.errors import ConversionError
 from effdetlab.stages import config as cfgmod
 from effdetlab.stages.errors import StageInputError
 
-STAGES = ("train", "status", "stop", "export", "benchmark", "benchmark-status", "infer", "commands",
-          "crosscheck")
+STAGES = ("train", "status", "stop", "export", "benchmark", "benchmark-prepare", "benchmark-status", "infer",
+          "commands", "crosscheck")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -43,7 +43,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if a.stage == "infer":
             from effdetlab.stages import infer
             return infer.run(c)
-        return {"benchmark": benchmark.run, "benchmark-status": benchmark.status_cmd,
+        return {"benchmark": benchmark.run, "benchmark-prepare": benchmark.prepare,
+                "benchmark-status": benchmark.status_cmd,
                 "commands": benchmark.commands, "crosscheck": benchmark.crosscheck}[a.stage](c)
     except (StageInputError, ConversionError) as e:
         print(f"effdetlab.stages {a.stage}: error: {e}", file=sys.stderr, flush=True)

@@ -18,7 +18,8 @@ configurations in order, repeat 2 in reverse, ...: a drift over the run hits all
 Latency: automl's own timer ("Per batch inference time") for bm and e2e, the mean of the
 timed invoke() calls for the TFLite modes; fps = images fed per run / latency.
 Exports for other batch sizes land in run_dir/exports/<model>-b<N>/ and are reused while
-the checkpoint, image size and threshold are the same.
+the checkpoint, image size and threshold are the same; `benchmark-prepare` makes them
+without measuring anything (the role runs it on every host before any host measures).
 
 Files in run_dir: benchmark.json (the list of records, rewritten after each measurement),
 benchmark.progress.jsonl (one line per measurement as it ends), benchmark_status.json,
@@ -55,6 +56,7 @@ from effdetlab.stages.runner import (eprint, pid_alive, proc_start, read_json, r
                                      tf_version, write_json)
 
 Point = Tuple[str, int, int, str]  # model, batch, threads, mode
+_exported: List[str] = []  # the exports this process made (prepare reports them)
 EXPORTED_MODES = ("e2e", "tflite", "tflite-int8", "tflite-drq")
 TFLITE_WARMUP = 5  # as automl's bm
 E2E_RUNS, E2E_WARMUP = 10, 1  # fixed in automl's ServingDriver.benchmark
@@ -160,6 +162,7 @@ def _export_for_batch(c: Config, model: str, batch: int, kinds: List[str]) -> Di
                               f"{c.model_dir} to export one for batch {batch}")
     print(json.dumps({"benchmark": "exporting", "model": model, "batch": batch, "dir": d}), flush=True)
     exportmod.run(c2)
+    _exported.append(f"{model}-b{batch}")
     return read_json(os.path.join(d, "export.json")) or {"ok": False, "saved_model": {
         "ok": False, "reason": f"the export for batch {batch} wrote no export.json (see {d}/export.log)"}}
 
@@ -281,6 +284,20 @@ def paths(c: Config) -> Dict[str, str]:
     return {k: os.path.join(c.run_dir, v) for k, v in {
         "records": "benchmark.json", "progress": "benchmark.progress.jsonl",
         "status": "benchmark_status.json", "supervisor_log": "benchmark.supervisor.log"}.items()}
+
+
+def prepare(c: Config) -> int:
+    """Export what the exported modes need for every (model, batch) of the config, and
+    nothing else: run before the measurements of every host start (the role runs it on all
+    hosts first), so that no host measures while another one exports."""
+    _check(c)
+    out = {}
+    for m, bs in c.benchmark.pairs:
+        if m in c.benchmark.saved_models and any(x in EXPORTED_MODES for x in c.benchmark.modes):
+            arts = artifacts(c, m, bs)
+            out[f"{m}-b{bs}"] = {k: (a.path or f"none: {a.reason}") for k, a in arts.items()}
+    print(json.dumps({"benchmark": "prepared", "exported": _exported, "artifacts": out}), flush=True)
+    return 0
 
 
 def run(c: Config) -> int:
