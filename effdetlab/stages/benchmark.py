@@ -171,8 +171,8 @@ def artifacts(c: Config, model: str, batch: int) -> Dict[str, Artifact]:
     kinds = sorted({m.split("-", 1)[1] for m in c.benchmark.modes if m.startswith("tflite-")})
     ex = _export_for_batch(c, model, batch, kinds)
     sm, tfl = ex.get("saved_model") or {}, ex.get("tflite") or {}
-    out = {"e2e": Artifact(sm.get("dir"), "" if sm.get("ok") else f"export for batch {batch} failed: "
-                           f"{sm.get('reason')}"),
+    out = {"e2e": Artifact(sm.get("dir") if sm.get("ok") else None,
+                           "" if sm.get("ok") else f"export for batch {batch} failed: {sm.get('reason')}"),
            "tflite": Artifact(tfl.get("path") if tfl.get("ok") else None, str(tfl.get("reason", "")),
                               unsupported=not tfl.get("ok") and sm.get("ok", False))}
     for k in kinds:
