@@ -54,9 +54,8 @@ BESIDE_TESTS := tests/unit tests/integration/test_daemon_json.py tests/integrati
 	tests/integration/test_recipe_image.py
 
 test: setup lint $(EFFDET_BIN)/.installed
-	$(BIN)/python tests/parallel.py --beside "$(BESIDE_TESTS)" \
-		--first "$(EFFDET_BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS) tests/effdet" \
-		-- $(PYTEST_ARGS) --ignore=tests/effdet tests
+	$(EFFDET_BIN)/python -m pytest $(PYTEST_ARGS) tests/effdet
+	$(BIN)/python tests/parallel.py --beside "$(BESIDE_TESTS)" -- $(PYTEST_ARGS) --ignore=tests/effdet tests
 
 clean: venv
 	$(BIN)/python -m labbox down

@@ -8,17 +8,13 @@ and printed after the first one's. Both pytests share the lab-in-a-box
 services; `python -m labbox` calls are serialised by a lock
 (tests/integration/conftest.py).
 
-    python tests/parallel.py --beside "tests/unit tests/integration/test_x.py" \
-        [--first "CMD"] -- [pytest args] tests
+    python tests/parallel.py --beside "tests/unit tests/integration/test_x.py" -- [pytest args] tests
 
---first: a command (run with /bin/sh) that the second slot runs before its pytest, e.g. the
-TensorFlow tests in their own virtualenv; they use none of the lab either. The exit status
-is the first non-zero one of them all.
+The exit status is the first non-zero one of the two.
 """
 from __future__ import annotations
 
 import argparse
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -40,8 +36,6 @@ def commands(beside: list[str], args: list[str]) -> tuple[list[str], list[str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--beside", required=True, help="space-separated test paths for the second pytest")
-    parser.add_argument("--first", action="append", default=[],
-                        help="a shell command the second slot runs before its pytest (repeatable)")
     parser.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: the main pytest's arguments")
     ns = parser.parse_args(argv)
     args = [a for a in ns.pytest_args if a != "--"] if ns.pytest_args[:1] == ["--"] else ns.pytest_args
@@ -50,12 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     with tempfile.TemporaryFile(mode="w+", prefix="pytest-beside-") as log:
         print(f"[parallel] beside: {' '.join(side_cmd[1:])}", flush=True)
-        script = " ; ".join([f"( {cmd} ) || fail=1" for cmd in ns.first]
-                            + [" ".join(shlex.quote(a) for a in side_cmd) + " || fail=1", 'exit "${fail:-0}"'])
-        for cmd in ns.first:
-            print(f"[parallel] beside, first: {cmd}", flush=True)
-        side = subprocess.Popen(["/bin/sh", "-c", script], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                text=True)
+        side = subprocess.Popen(side_cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
         print(f"[parallel] main: {' '.join(main_cmd[1:])}", flush=True)
         main_rc = subprocess.run(main_cmd, cwd=REPO, check=False).returncode
         side_rc = side.wait()

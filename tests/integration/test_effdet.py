@@ -95,8 +95,10 @@ def test_benchmark_sweep_is_shared_and_merged(effdet_run):
 
 
 def test_every_batch_is_filled_and_fps_counts_the_images_fed(effdet_run):
-    """e2e and TFLite at batch 4 run a model exported for batch 4, fed 4 images (the 2 given ones
-    twice): the latency grows with the batch, and fps is images fed / latency."""
+    """e2e and TFLite at batch 4 run a model exported for batch 4 (it answers 4 rows for 4 images),
+    fed 4 images (the 2 given ones twice), and fps is images fed / latency. (That the latency then
+    grows with the batch is timed in tests/effdet's chain, which has the machine to itself: here two
+    hosts and the rest of the suite share two cores.)"""
     recs = [r for host in effdet_run["hosts"]
             for r in json.loads((RESULTS / host / "benchmark" / "benchmark.json").read_text())]
     assert len(recs) == 2 * 4 * 2 and all(r["ok"] for r in recs)  # 2 batches x 4 modes x 2 repeats
@@ -105,10 +107,14 @@ def test_every_batch_is_filled_and_fps_counts_the_images_fed(effdet_run):
         assert r["fps"] == pytest.approx(1000.0 * r["images_fed"] / r["latency_ms"], rel=1e-3)
         if r["mode"] != "bm":
             assert r["distinct_images"] == min(2, r["batch"])
-    # the least disturbed of each (the two hosts, and the rest of the suite, share two cores)
-    for mode in ("e2e", "tflite"):
-        b1, b4 = (min(r["latency_ms"] for r in recs if r["mode"] == mode and r["batch"] == b) for b in (1, 4))
-        assert b4 > 1.25 * b1, (mode, b1, b4)
+    b4_host = next(r["host"] for r in recs if r["batch"] == 4)
+    exported = json.loads(docker_sh(
+        f"effdet-lab-host-{b4_host.rsplit('-', 1)[1]}",
+        f"cat /srv/effdet-lab/data/effdet-lab/runs/{RUN}/train-*/bench/exports/efficientdet-d0-b4/export.json").stdout)
+    assert exported["batch_size"] == 4 and "--batch_size=4" in exported["command"]
+    assert exported["saved_model"]["detections_shape"] == [4, 100, 7]
+    assert exported["tflite"]["detections_shape"] == [4, 100, 7]
+    assert exported["quantized"]["int8"]["detections_shape"] == [4, 100, 7]
     assert [r["repeat"] for r in recs if r["mode"] == "bm" and r["batch"] == 1] == [1, 2]
     tfl = next(r for r in recs if r["mode"] == "tflite")
     assert tfl["delegate"].startswith("XNNPACK") and tfl["runtime"] == "TFLite interpreter"

@@ -29,14 +29,3 @@ def test_both_exit_codes_count(tmp_path, monkeypatch):
     assert parallel.main(["--beside", str(ok), "--", "-q", "-p", "no:cacheprovider", str(bad)]) != 0
     assert parallel.main(["--beside", str(ok), "--", "-q", "-p", "no:cacheprovider", str(tmp_path / "test_ok.py"),
                           f"--ignore={bad}"]) == 0
-
-
-def test_a_failing_first_command_counts_and_the_pytest_beside_still_runs(tmp_path, monkeypatch, capsys):
-    ok = tmp_path / "test_ok.py"
-    ok.write_text("def test_ok():\n    pass\n")
-    monkeypatch.setattr(parallel, "REPO", tmp_path)
-    args = ["--beside", str(ok), "--", "-q", "-p", "no:cacheprovider", str(ok)]
-    assert parallel.main(["--first", "echo first-ran", *args]) == 0
-    assert "first-ran" in capsys.readouterr().out
-    assert parallel.main(["--first", "exit 3", *args]) != 0
-    assert "1 passed" in capsys.readouterr().out.split("ran beside")[1]  # its pytest ran after it
