@@ -10,10 +10,7 @@ it (tf.compat.v1's from_saved_model, input `image_arrays` [None, H, W, 3], outpu
         (Optimize.DEFAULT, no calibration data)
   int8  integer quantization of the network: weights and activations int8, calibrated on
         the given images (resized to H x W); ops without an int8 kernel stay float
-        (TFLITE_BUILTINS_INT8 + TFLITE_BUILTINS), the input and output stay as they are.
-        Converted from the frozen serving graph with every division by a constant made a
-        multiplication by its reciprocal first (fold_constant_divisions): TFLite has no
-        int8 division, and automl's BiFPN divides by its fusion weights 62 times in D0
+        (TFLITE_BUILTINS_INT8 + TFLITE_BUILTINS), the input and output stay as they are
 Prints one line "EFFDETLAB_QUANTIZE {json}": {"ok", "path", "bytes", "kind", "tf_version"}
 or {"ok": false, "reason"} (exit 1).
 """
@@ -22,7 +19,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Iterator, List, Tuple
+from typing import Any, Iterator, List
 
 KINDS = {"drq": "dynamic-range (int8 weights, float activations)",
          "int8": "integer (int8 weights and activations, calibrated)"}
@@ -37,78 +34,11 @@ def calibration_batches(files: List[str], h: int, w: int) -> Iterator[List[Any]]
         yield [arr[None]]
 
 
-def _name(inp: str) -> str:
-    return inp.lstrip("^").split(":")[0]
-
-
-def fold_constant_divisions(graph_def: Any) -> Tuple[Any, int]:
-    """A copy of a frozen GraphDef where every RealDiv of data by a constant (a value that
-    depends on no Placeholder) is a Mul by the constant's reciprocal, computed here; and
-    how many there were. automl's BiFPN divides each weighted input by the sum of its
-    fusion weights: TFLite has no int8 division, so without this the int8 graph keeps a
-    float island (dequantize, divide, quantize) at each of them."""
-    import numpy as np
+def convert(saved_model: str, kind: str, h: int, w: int, calibration: List[str]) -> bytes:
     import tensorflow as tf
-    data = {n.name: n.op == "Placeholder" for n in graph_def.node}
-    grew = True
-    while grew:  # what depends on an input, to a fixed point (no recursion over a deep graph)
-        grew = False
-        for n in graph_def.node:
-            if not data[n.name] and any(data.get(_name(i), False) for i in n.input):
-                data[n.name] = grew = True
-    divs = [n.name for n in graph_def.node if n.op == "RealDiv"
-            and data[_name(n.input[0])] and not data[_name(n.input[1])]]
-    out = tf.compat.v1.GraphDef()
-    out.CopyFrom(graph_def)
-    if not divs:
-        return out, 0
-    nodes = {n.name: n for n in out.node}
-    dens = [nodes[d].input[1] for d in divs]
-    g = tf.Graph()
-    with g.as_default():
-        tf.compat.v1.import_graph_def(graph_def, name="")
-    with tf.compat.v1.Session(graph=g) as sess:
-        values = sess.run([x if ":" in x else x + ":0" for x in dens])
-    for d, v in zip(divs, values):
-        div = nodes[d]
-        c = out.node.add()
-        c.name, c.op = d + "/effdetlab_reciprocal", "Const"
-        c.attr["dtype"].type = div.attr["T"].type
-        c.attr["value"].tensor.CopyFrom(tf.compat.v1.make_tensor_proto(
-            np.asarray(1.0 / np.asarray(v), dtype=tf.as_dtype(div.attr["T"].type).as_numpy_dtype)))
-        div.op = "Mul"
-        div.input[1] = c.name
-    return out, len(divs)
-
-
-def frozen_graph(saved_model: str) -> Any:
-    """The saved_model's serving graph with its variables as constants, up to `detections`."""
-    import tensorflow as tf
-    with tf.compat.v1.Session(graph=tf.Graph()) as sess:
-        tf.compat.v1.saved_model.loader.load(sess, ["serve"], saved_model)
-        return tf.compat.v1.graph_util.convert_variables_to_constants(
-            sess, sess.graph.as_graph_def(), ["detections"])
-
-
-def convert(saved_model: str, kind: str, h: int, w: int, calibration: List[str],
-            work_dir: str) -> Tuple[bytes, int]:
-    """The .tflite bytes, and how many divisions by a constant were folded (int8)."""
-    import tensorflow as tf
-    folded = 0
-    shapes = {"image_arrays": [None, h, w, 3]}
-    if kind == "int8":
-        graph, folded = fold_constant_divisions(frozen_graph(saved_model))
-        pb = os.path.join(work_dir, ".frozen-folded.pb")
-        with open(pb, "wb") as f:
-            f.write(graph.SerializeToString())
-        try:
-            conv = tf.compat.v1.lite.TFLiteConverter.from_frozen_graph(
-                pb, input_arrays=["image_arrays"], output_arrays=["detections"], input_shapes=shapes)
-        finally:
-            os.remove(pb)  # read into the converter already
-    else:
-        conv = tf.compat.v1.lite.TFLiteConverter.from_saved_model(
-            saved_model, input_arrays=["image_arrays"], input_shapes=shapes, output_arrays=["detections"])
+    conv = tf.compat.v1.lite.TFLiteConverter.from_saved_model(
+        saved_model, input_arrays=["image_arrays"], input_shapes={"image_arrays": [None, h, w, 3]},
+        output_arrays=["detections"])
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     if kind == "int8":
@@ -117,7 +47,7 @@ def convert(saved_model: str, kind: str, h: int, w: int, calibration: List[str],
         conv.representative_dataset = lambda: calibration_batches(calibration, h, w)
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
                                           tf.lite.OpsSet.TFLITE_BUILTINS]
-    return conv.convert(), folded
+    return conv.convert()
 
 
 def main(argv: Any = None) -> int:
@@ -132,12 +62,11 @@ def main(argv: Any = None) -> int:
     a = p.parse_args(argv)
     try:
         import tensorflow as tf
-        data, folded = convert(a.saved_model, a.kind, a.height, a.width, a.calibration,
-                               os.path.dirname(os.path.abspath(a.out)))
+        data = convert(a.saved_model, a.kind, a.height, a.width, a.calibration)
         with open(a.out, "wb") as f:
             f.write(data)
         res = {"ok": True, "path": a.out, "bytes": os.path.getsize(a.out), "kind": a.kind,
-               "quantization": KINDS[a.kind], "divisions_folded": folded, "tf_version": tf.__version__}
+               "quantization": KINDS[a.kind], "tf_version": tf.__version__}
     except Exception as e:  # the converter raises many types; the reason is what matters
         lines = [x for x in str(e).splitlines() if x.strip()]
         res = {"ok": False, "kind": a.kind,

@@ -141,27 +141,3 @@ def test_tflite_timer_refuses_a_file_that_does_not_process_the_batch(tmp_path, c
     res = json.loads(capsys.readouterr().out.split(" ", 1)[1])
     assert not res["ok"] and "does not process 4 images per run" in res["reason"]
 
-
-def test_divisions_by_a_constant_become_multiplications_with_the_same_result():
-    """automl's BiFPN: data * w / (sum of weights + eps). The int8 conversion needs no division."""
-    import tensorflow as tf
-    from effdetlab.stages.quantize import fold_constant_divisions
-    g = tf.Graph()
-    with g.as_default():
-        x = tf.compat.v1.placeholder(tf.float32, [None, 3], name="x")
-        w = tf.constant([2.0, 3.0]) + tf.constant(0.0001)
-        by_const = tf.math.truediv(x * 1.5, tf.reduce_sum(w), name="by_const")
-        by_data = tf.math.truediv(tf.constant(1.0), x + 1.0, name="by_data")  # stays a division
-        tf.identity(by_const + by_data, name="out")
-    folded, n = fold_constant_divisions(g.as_graph_def())
-    assert n == 1
-    ops = {node.name: node.op for node in folded.node}
-    assert ops["by_const"] == "Mul" and ops["by_data"] == "RealDiv"
-    feed = np.array([[1.0, 2.0, 4.0]], np.float32)
-    results = []
-    for gd in (g.as_graph_def(), folded):
-        with tf.Graph().as_default() as g2:
-            tf.compat.v1.import_graph_def(gd, name="")
-            with tf.compat.v1.Session(graph=g2) as s:
-                results.append(s.run("out:0", {"x:0": feed}))
-    np.testing.assert_allclose(results[0], results[1], rtol=1e-6)
