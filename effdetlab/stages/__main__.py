@@ -29,10 +29,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if a.stage == "train":
             from effdetlab.stages import train
             return train.detach(c) if a.detach else train.run(c)
-        from effdetlab.stages import benchmark
-        if a.stage == "benchmark" and a.detach:
-            return benchmark.detach(c)
-        if a.detach:
+        if a.detach and a.stage != "benchmark":
             raise StageInputError("--detach is only for train and benchmark")
         if a.stage in ("status", "stop"):
             from effdetlab.stages import train
@@ -43,6 +40,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if a.stage == "infer":
             from effdetlab.stages import infer
             return infer.run(c)
+        from effdetlab.stages import benchmark
+        if a.detach:
+            return benchmark.detach(c)
         return {"benchmark": benchmark.run, "benchmark-prepare": benchmark.prepare,
                 "benchmark-status": benchmark.status_cmd,
                 "commands": benchmark.commands, "crosscheck": benchmark.crosscheck}[a.stage](c)

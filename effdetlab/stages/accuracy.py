@@ -24,6 +24,8 @@ import os
 import sys
 from typing import Any, Dict, List, Tuple
 
+from effdetlab.stages.tflitebench import open_model, resized_rgb
+
 
 def read_validation(pattern: str, limit: int = 0) -> List[Tuple[int, Any]]:
     """(image id, RGB uint8 array) for every record matched by the pattern (the first
@@ -58,16 +60,12 @@ def detect(path: str, images: List[Tuple[int, Any]]) -> List[Dict[str, Any]]:
     import numpy as np
     import tensorflow as tf
     from PIL import Image
-    it = tf.lite.Interpreter(model_path=path, num_threads=2)
-    inp = it.get_input_details()[0]
-    _, h, w, _ = (int(x) for x in inp["shape"])
-    it.resize_tensor_input(inp["index"], [1, h, w, 3])
-    it.allocate_tensors()
+    it, inp, h, w = open_model(tf, path, 2, "default", 1)
     out = it.get_output_details()[0]
     results = []
     for image_id, arr in images:
         oh, ow = arr.shape[:2]
-        small = np.asarray(Image.fromarray(arr).resize((w, h), Image.BILINEAR))
+        small = resized_rgb(np, Image.fromarray(arr), h, w)
         it.set_tensor(inp["index"], small[None].astype(inp["dtype"]))
         it.invoke()
         for _i, y0, x0, y1, x1, score, cls in it.get_tensor(out["index"])[0]:

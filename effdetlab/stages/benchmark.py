@@ -42,7 +42,6 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -53,14 +52,12 @@ from effdetlab.stages.config import Config
 from effdetlab.stages.errors import StageInputError
 from effdetlab.stages.parsers import last_error, parse_benchmark
 from effdetlab.stages.runner import (eprint, pid_alive, proc_start, read_json, run_logged, shell_line,
-                                     tf_version, write_json)
+                                     spawn_stage, tf_version, with_pkg_path, write_json)
 
 Point = Tuple[str, int, int, str]  # model, batch, threads, mode
-_exported: List[str] = []  # the exports this process made (prepare reports them)
 EXPORTED_MODES = ("e2e", "tflite", "tflite-int8", "tflite-drq")
 TFLITE_WARMUP = 5  # as automl's bm
 E2E_RUNS, E2E_WARMUP = 10, 1  # fixed in automl's ServingDriver.benchmark
-PKG_ROOT = exportmod.PKG_ROOT
 
 
 class Artifact:
@@ -139,8 +136,10 @@ def _base_export(c: Config, model: str) -> Dict[str, Any]:
     return ex
 
 
-def _export_for_batch(c: Config, model: str, batch: int, kinds: List[str]) -> Dict[str, Any]:
-    """export.json of a saved_model (+ .tflite files) exported for this batch size."""
+def _export_for_batch(c: Config, model: str, batch: int, kinds: List[str],
+                      made: Optional[List[str]] = None) -> Dict[str, Any]:
+    """export.json of a saved_model (+ .tflite files) exported for this batch size; an export
+    made now (not found made before) is named in `made`."""
     base = _base_export(c, model)
     if int(base.get("batch_size") or 1) == batch and all(k in (base.get("quantized") or {}) for k in kinds):
         return base
@@ -162,14 +161,15 @@ def _export_for_batch(c: Config, model: str, batch: int, kinds: List[str]) -> Di
                               f"{c.model_dir} to export one for batch {batch}")
     print(json.dumps({"benchmark": "exporting", "model": model, "batch": batch, "dir": d}), flush=True)
     exportmod.run(c2)
-    _exported.append(f"{model}-b{batch}")
+    if made is not None:
+        made.append(f"{model}-b{batch}")
     return read_json(os.path.join(d, "export.json")) or {"ok": False, "saved_model": {
         "ok": False, "reason": f"the export for batch {batch} wrote no export.json (see {d}/export.log)"}}
 
 
-def artifacts(c: Config, model: str, batch: int) -> Dict[str, Artifact]:
+def artifacts(c: Config, model: str, batch: int, made: Optional[List[str]] = None) -> Dict[str, Artifact]:
     kinds = sorted({m.split("-", 1)[1] for m in c.benchmark.modes if m.startswith("tflite-")})
-    ex = _export_for_batch(c, model, batch, kinds)
+    ex = _export_for_batch(c, model, batch, kinds, made)
     sm, tfl = ex.get("saved_model") or {}, ex.get("tflite") or {}
     out = {"e2e": Artifact(sm.get("dir") if sm.get("ok") else None,
                            "" if sm.get("ok") else f"export for batch {batch} failed: {sm.get('reason')}"),
@@ -180,6 +180,13 @@ def artifacts(c: Config, model: str, batch: int) -> Dict[str, Artifact]:
         out["tflite-" + k] = Artifact(q.get("path") if q.get("ok") else None, str(q.get("reason", "")),
                                       unsupported=bool(q.get("unsupported")), quantization=q.get("quantization"))
     return out
+
+
+def all_artifacts(c: Config, made: Optional[List[str]] = None) -> Dict[Tuple[str, int], Dict[str, Artifact]]:
+    """artifacts() of every (model, batch) an exported mode measures."""
+    if not any(x in EXPORTED_MODES for x in c.benchmark.modes):
+        return {}
+    return {(m, bs): artifacts(c, m, bs, made) for m, bs in c.benchmark.pairs if m in c.benchmark.saved_models}
 
 
 # ----------------------------------------------------------------------------- one measurement
@@ -201,9 +208,7 @@ def command_for(c: Config, src: dl.CodeSource, d: dl.Dialect, p: Point, art: Opt
     argv = [c.python, "-m", "effdetlab.stages.tflitebench", art.path, "--batch", str(batch),
             "--threads", str(threads), "--warmup", str(TFLITE_WARMUP), "--runs",
             str(c.benchmark.bm_runs)] + images
-    env = dl.child_env(c, src)
-    env["PYTHONPATH"] = PKG_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return argv, env, ("num_threads" if threads > 0 else "none"), []
+    return argv, with_pkg_path(dl.child_env(c, src)), ("num_threads" if threads > 0 else "none"), []
 
 
 def _parse(mode: str, output: str) -> Tuple[Optional[float], Dict[str, Any]]:
@@ -291,12 +296,10 @@ def prepare(c: Config) -> int:
     nothing else: run before the measurements of every host start (the role runs it on all
     hosts first), so that no host measures while another one exports."""
     _check(c)
-    out = {}
-    for m, bs in c.benchmark.pairs:
-        if m in c.benchmark.saved_models and any(x in EXPORTED_MODES for x in c.benchmark.modes):
-            arts = artifacts(c, m, bs)
-            out[f"{m}-b{bs}"] = {k: (a.path or f"none: {a.reason}") for k, a in arts.items()}
-    print(json.dumps({"benchmark": "prepared", "exported": _exported, "artifacts": out}), flush=True)
+    made: List[str] = []
+    out = {f"{m}-b{bs}": {k: (a.path or f"none: {a.reason}") for k, a in arts.items()}
+           for (m, bs), arts in all_artifacts(c, made).items()}
+    print(json.dumps({"benchmark": "prepared", "exported": made, "artifacts": out}), flush=True)
     return 0
 
 
@@ -315,8 +318,7 @@ def run(c: Config) -> int:
     records: List[Dict[str, Any]] = []
     try:
         tfv = tf_version(c.python)
-        arts = {(m, bs): artifacts(c, m, bs) for m, bs in c.benchmark.pairs
-                if m in c.benchmark.saved_models and any(x in EXPORTED_MODES for x in c.benchmark.modes)}
+        arts = all_artifacts(c)
         for repeat, pt in plan:
             rec = measure(c, src, d, pt, repeat, arts, images, tfv)
             records.append(rec)
@@ -355,12 +357,7 @@ def detach(c: Config) -> int:
     os.makedirs(c.run_dir, exist_ok=True)
     write_json(p["status"], {"state": "starting", "pid": None, "started": time.time(), "done": 0})
     open(p["progress"], "w").close()
-    env = dict(os.environ)
-    env["PYTHONPATH"] = PKG_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    with open(p["supervisor_log"], "w", encoding="utf-8") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "effdetlab.stages", "benchmark", "--config",
-                                 c.config_path], stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=c.run_dir)
+    proc = spawn_stage("benchmark", c.config_path, p["supervisor_log"], c.run_dir, append=False)
     print(json.dumps({"stage": "benchmark", "state": "starting", "pid": proc.pid,
                       "status_file": p["status"]}), flush=True)
     return 0

@@ -16,24 +16,20 @@ import json
 import os
 import shutil
 import subprocess
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from effdetlab.stages import config as cfgmod
 from effdetlab.stages import dialect as dl
 from effdetlab.stages.config import Config
 from effdetlab.stages.errors import StageInputError
 from effdetlab.stages.parsers import last_error
-from effdetlab.stages.runner import eprint, run_logged, shell_line, write_json
-
-PKG_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
+from effdetlab.stages.runner import eprint, run_logged, shell_line, with_pkg_path, write_json
 
 def helper(c: Config, module: str, args: List[str], marker: str, what: str,
            timeout_s: float = 600) -> Dict[str, Any]:
     """Run one of our effdetlab.stages helpers in automl's interpreter (where TensorFlow is);
     returns the JSON it printed after `marker`, or {"ok": false, "reason"}."""
-    env = dict(os.environ, PYTHONPATH=PKG_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(with_pkg_path(os.environ), TF_CPP_MIN_LOG_LEVEL="2")
     if c.device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = "-1"
     try:

@@ -21,6 +21,8 @@ import os
 import sys
 from typing import Any, Iterator, List
 
+from effdetlab.stages.tflitebench import resized_rgb
+
 KINDS = {"drq": "dynamic-range (int8 weights, float activations)",
          "int8": "integer (int8 weights and activations, calibrated)"}
 
@@ -30,7 +32,7 @@ def calibration_batches(files: List[str], h: int, w: int) -> Iterator[List[Any]]
     from PIL import Image
     for f in files:
         with Image.open(f) as im:
-            arr = np.asarray(im.convert("RGB").resize((w, h), Image.BILINEAR), np.uint8)
+            arr = resized_rgb(np, im, h, w)
         yield [arr[None]]
 
 

@@ -13,6 +13,25 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 from effdetlab._records import Record
 
 LineFn = Callable[[str, float], None]
+# The folder holding the effdetlab package: first on PYTHONPATH for whatever of ours runs
+# in another process (a detached stage, a helper module in automl's interpreter).
+PKG_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def with_pkg_path(env: Mapping[str, str]) -> Dict[str, str]:
+    """A copy of env with PKG_ROOT first on its PYTHONPATH."""
+    out = dict(env)
+    out["PYTHONPATH"] = PKG_ROOT + (os.pathsep + out["PYTHONPATH"] if out.get("PYTHONPATH") else "")
+    return out
+
+
+def spawn_stage(stage: str, config_path: str, log_path: str, cwd: str, append: bool) -> subprocess.Popen:
+    """`python -m effdetlab.stages STAGE --config CONFIG` in a new session (a detached run
+    that outlives the caller), its output into log_path."""
+    with open(log_path, "a" if append else "w", encoding="utf-8") as out:
+        return subprocess.Popen([sys.executable, "-m", "effdetlab.stages", stage, "--config", config_path],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                env=with_pkg_path(os.environ), start_new_session=True, cwd=cwd)
 
 
 class RunResult(Record):

@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 DELEGATES = ("default", "none")
 
@@ -45,12 +45,29 @@ def make_interpreter(tf: Any, path: str, threads: int, kind: str) -> Any:
     return tf.lite.Interpreter(**kwargs)
 
 
+def open_model(tf: Any, path: str, threads: int, kind: str, batch: int) -> Tuple[Any, Dict[str, Any], int, int]:
+    """The interpreter ready for `batch` images: (interpreter, its input, height, width)."""
+    it = make_interpreter(tf, path, threads, kind)
+    inp = it.get_input_details()[0]
+    _, h, w, _ = (int(x) for x in inp["shape"])
+    it.resize_tensor_input(inp["index"], [batch, h, w, 3])
+    it.allocate_tensors()
+    return it, inp, h, w
+
+
+def resized_rgb(np: Any, image: Any, h: int, w: int) -> Any:
+    """A PIL image as the TFLite files are fed it everywhere (timing, mAP, int8 calibration):
+    RGB, bilinear to the model's h x w, uint8."""
+    from PIL import Image
+    return np.asarray(image.convert("RGB").resize((w, h), Image.BILINEAR), np.uint8)
+
+
 def load_batch(np: Any, files: List[str], batch: int, h: int, w: int, dtype: Any) -> Any:
     from PIL import Image
     imgs = []
     for f in files:
         with Image.open(f) as im:
-            imgs.append(np.asarray(im.convert("RGB").resize((w, h), Image.BILINEAR)))
+            imgs.append(resized_rgb(np, im, h, w))
     return np.stack([imgs[i % len(imgs)] for i in range(batch)]).astype(dtype)
 
 
@@ -58,11 +75,7 @@ def measure(path: str, files: List[str], batch: int, threads: int, warmup: int, 
             kind: str) -> Dict[str, Any]:
     import numpy as np
     import tensorflow as tf
-    it = make_interpreter(tf, path, threads, kind)
-    inp = it.get_input_details()[0]
-    _, h, w, _ = (int(x) for x in inp["shape"])
-    it.resize_tensor_input(inp["index"], [batch, h, w, 3])
-    it.allocate_tensors()
+    it, inp, h, w = open_model(tf, path, threads, kind, batch)
     data = load_batch(np, files, batch, h, w, inp["dtype"])
     it.set_tensor(inp["index"], data)
     out = it.get_output_details()[0]

@@ -18,7 +18,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from typing import Any, Dict, Optional
 
@@ -28,10 +27,7 @@ from effdetlab.stages.config import Config
 from effdetlab.stages.errors import StageInputError
 from effdetlab.stages.parsers import TrainLogParser, last_error
 from effdetlab.stages.runner import (eprint, pid_alive, proc_start, read_json, run_logged, shell_line,
-                                     write_json)
-
-PKG_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
+                                     spawn_stage, write_json)
 
 def paths(c: Config) -> Dict[str, str]:
     r = c.run_dir
@@ -99,17 +95,11 @@ def detach(c: Config) -> int:
     _check_not_running(c, taking_over=False)
     p = paths(c)
     os.makedirs(c.run_dir, exist_ok=True)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = PKG_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     prev = read_json(p["status"]) or {}
     # Written before the fork: the supervisor takes over this attempt number when it starts.
     write_json(p["status"], {"state": "starting", "pid": None, "started": time.time(),
                              "attempt": int(prev.get("attempt") or 0) + 1, "detached": True})
-    with open(p["supervisor_log"], "a", encoding="utf-8") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "effdetlab.stages", "train", "--config",
-                                 c.config_path], stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                cwd=c.run_dir)
+    proc = spawn_stage("train", c.config_path, p["supervisor_log"], c.run_dir, append=True)
     with open(p["pid"], "w") as f:
         f.write(f"{proc.pid}\n")
     out = {"stage": "train", "state": "starting", "pid": proc.pid, "detached": True,
