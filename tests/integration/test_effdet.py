@@ -283,3 +283,48 @@ def test_training_killed_with_its_container_resumes_on_the_next_run(effdet_run, 
     assert {p["attempt"] for p in progress} == {1, 2}
     assert [p["step"] for p in progress if p["attempt"] == 2][0] == resumed_at
     assert "Restoring parameters from" in (results / "train.log").read_text()
+
+
+def test_each_stage_alone_runs_with_the_values_given_now(effdet_run, tmp_path):
+    """playbooks/effdet.yml alone (no image play in this invocation) takes the image profile from the image
+    stage's record on the host, for the image the lab container runs; --tags export and --tags infer, after
+    a change of their own variables, run with the new values (each writes its own config), not with the
+    ones the train stage last wrote."""
+    host = effdet_run["hosts"][0]
+    first = " ".join(effdet_run["first"].output.split())
+    assert "image profile cpu (from /etc/ansible/facts.d/effdet_lab_image.fact, for effdet-lab/lab:cpu-" in first
+    changed = {"effdet_tasks_min_score_thresh": 0.25, "effdet_tasks_image_size": 384,
+               "effdet_tasks_benchmark_modes": ["bm", "e2e", "tflite"]}
+    export = run_playbook("playbooks/effdet.yml", "--limit", host, "--tags", "export",
+                          "-e", extra_vars(tmp_path, **changed))
+    assert export.rc == 0, export.output[-4000:]
+    exported = json.loads((RESULTS / host / "export" / "export.json").read_text())
+    assert exported["ok"] and exported["min_score_thresh"] == 0.25, exported
+    infer = run_playbook("playbooks/effdet.yml", "--limit", host, "--tags", "infer", "-e", extra_vars(tmp_path, **changed))
+    assert infer.rc == 0, infer.output[-4000:]
+    inferred = json.loads((RESULTS / host / "infer" / "infer.json").read_text())
+    assert inferred["min_score_thresh"] == 0.25 and list(inferred["image_size"]) == [384, 384], inferred
+
+
+def test_a_stage_alone_takes_the_profile_only_for_the_image_the_container_runs(effdet_run):
+    """The image stage's record names the profile of the image it built. Where it names another image than
+    the one the lab container runs, the stage refuses before changing anything; where it names the running
+    image, its profile decides the automl source (tf2.1-gpu: the pinned git commit)."""
+    host = effdet_run["hosts"][0]
+    sim = f"effdet-lab-host-{host.rsplit('-', 1)[1]}"
+    record = "/etc/ansible/facts.d/effdet_lab_image.fact"
+    saved = docker_sh(sim, f"cat {record}").stdout
+    image = json.loads(saved)["image"]
+    try:
+        docker_sh(sim, f"""printf '%s' '{json.dumps({"image": "effdet-lab/lab:cpu-0123456789ab", "profile": "cpu"})}' > {record}""")
+        stale = run_playbook("playbooks/effdet.yml", "--limit", host, "--tags", "data", "--check")
+        said = " ".join(stale.output.split())
+        assert stale.rc != 0 and f"it runs {image}, and the image stage's record {record} names " \
+            "effdet-lab/lab:cpu-0123456789ab" in said, said[-3000:]
+        assert stale.changed() == 0
+        docker_sh(sim, f"""printf '%s' '{json.dumps({"image": image, "profile": "tf2.1-gpu"})}' > {record}""")
+        recipe = run_playbook("playbooks/effdet.yml", "--limit", host, "--tags", "data", "--check")
+        said = " ".join(recipe.output.split())
+        assert f"image profile tf2.1-gpu (from {record}, for {image}); automl code: git@" in said, said[-3000:]
+    finally:
+        docker_sh(sim, f"printf '%s' '{saved}' > {record}")

@@ -2,11 +2,24 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
+from conftest import REPO, PlaybookRun, labbox, playbook_command, run_playbook
 from conftest import docker_sh as host_sh
-from conftest import labbox, run_playbook
 
 HAND_MADE = {"log-level": "warn", "labels": ["rack=7"]}
+
+
+def test_the_host_layer_re_run_changes_nothing_under_mitogen_too(converged_hosts):
+    """The opt-in mitogen strategy (ANSIBLE_STRATEGY=mitogen_linear, found through ansible.cfg's
+    strategy_plugins; bench/rerun_profile.py measures it): the host layer's no-change re-run through it
+    succeeds on every host and changes nothing, as the default strategy's does."""
+    cmd, env = playbook_command("playbooks/host.yml")
+    proc = subprocess.run(cmd, cwd=REPO, env={**env, "ANSIBLE_STRATEGY": "mitogen_linear"}, capture_output=True,
+                          text=True, timeout=900, check=False)
+    run = PlaybookRun(proc.returncode, proc.stdout + proc.stderr)
+    assert run.rc == 0, run.output[-4000:]
+    assert set(converged_hosts) <= set(run.recap) and run.changed() == 0, run.output[-4000:]
 
 
 def test_one_bad_host_is_reported_and_the_others_finish(converged_hosts):

@@ -209,7 +209,7 @@ def test_the_refusal_message():
         "The profile that fits this driver: tf2.1-gpu (>= 418.39; 3.5 <= compute capability < 8.0). "
         "Install a newer driver first.")
     # the preflight's refusal adds the closing sentence
-    tasks = yaml.safe_load((ROLE / "tasks" / "preflight.yml").read_text())
+    tasks = yaml.safe_load((ROLE / "tasks" / "choose.yml").read_text())
     refuse = next(t for t in tasks if t["name"] == "Refuse a profile that does not fit this host")
     assert refuse["ansible.builtin.assert"]["fail_msg"] == "{{ lab_image_choice.error }} Nothing was changed."
 
@@ -299,7 +299,11 @@ def test_driver_min_null_checks_nothing():
 # ----------------------------------------------------------------------------- the preflight
 
 def test_the_preflight_reads_the_driver_before_anything_changes():
-    tasks = yaml.safe_load((ROLE / "tasks" / "preflight.yml").read_text())
+    preflight = yaml.safe_load((ROLE / "tasks" / "preflight.yml").read_text())
+    include = next(t for t in preflight if "ansible.builtin.include_tasks" in t
+                   and t["ansible.builtin.include_tasks"]["file"] == "choose.yml")
+    assert include["when"] == "not (lab_image_preflight_done | default(false))"
+    tasks = yaml.safe_load((ROLE / "tasks" / "choose.yml").read_text())
     names = [t["name"] for t in tasks]
     query = next(t for t in tasks if t.get("register") == "lab_image_nvidia_smi_driver")
     assert query["ansible.builtin.command"]["cmd"] == "nvidia-smi --query-gpu=driver_version --format=csv,noheader"

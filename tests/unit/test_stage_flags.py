@@ -2,7 +2,7 @@
 
 The train stage's config carries `explicit`: the keys of the droppable flags
 (effdetlab/stages/dialect.py FLAGS, DROP_DEFAULT) whose effdet_tasks variable
-differs from the role default. Here the expression in effdet_tasks/tasks/train.yml
+differs from the role default. Here the expression in effdet_tasks/vars/main.yml
 is templated by Ansible's own Templar, in process (no play runs), and checked
 against the table and the role's defaults.
 """
@@ -23,13 +23,13 @@ REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "effdet_tasks"
 
 
-def config_task() -> dict:
-    tasks = yaml.safe_load((ROLE / "tasks" / "train.yml").read_text())
-    return next(t for t in tasks if t["name"] == "Write the run's config (read by every stage)")
+def stage_config() -> dict:
+    """The stage config every stage writes (train, export and infer, each into its own file)."""
+    return yaml.safe_load((ROLE / "vars" / "main.yml").read_text())["effdet_tasks_stage_config"]
 
 
 def explicit_expr() -> str:
-    return config_task()["vars"]["effdet_tasks_stage_config"]["explicit"]
+    return stage_config()["explicit"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -75,8 +75,7 @@ def test_the_role_covers_every_droppable_flag():
 
 def test_the_written_config_is_valid_for_the_stage(tmp_path):
     """The keys the role writes (explicit included) pass the stage's config validation."""
-    stage_config = config_task()["vars"]["effdet_tasks_stage_config"]
-    assert set(stage_config) <= cfgmod._KNOWN_KEYS
+    assert set(stage_config()) <= cfgmod._KNOWN_KEYS
     cfg = {"run_dir": str(tmp_path), "save_checkpoints_steps": 100,
            "explicit": template(explicit_expr(), effdet_tasks_save_checkpoints_steps=100)}
     assert cfgmod.from_dict(cfg).explicit == []
@@ -103,3 +102,17 @@ def test_every_variable_in_the_table_is_an_effdet_tasks_option():
         "effdet_tasks_tflite", "effdet_tasks_benchmark_models", "effdet_tasks_benchmark_batch_sizes",
         "effdet_tasks_benchmark_threads", "effdet_tasks_benchmark_runs", "effdet_tasks_benchmark_hparams",
         "effdet_tasks_infer_src", "effdet_tasks_image_size"}
+
+
+@pytest.mark.parametrize("stage,config_file", [("train", "config.json"), ("export", "export.config.json"),
+                                               ("infer", "infer.config.json")])
+def test_each_stage_writes_the_stage_config_into_its_own_file_and_runs_with_it(stage, config_file):
+    """A stage run alone (--tags export) runs with the values given now: it writes the whole stage
+    config itself, and its command reads that file."""
+    tasks = yaml.safe_load((ROLE / "tasks" / f"{stage}.yml").read_text())
+    writes = [t["effdet_safe_fs"] for t in tasks if t.get("effdet_safe_fs", {}).get("op") == "write"
+              and t["effdet_safe_fs"]["path"].endswith("/" + config_file)]
+    assert len(writes) == 1 and writes[0]["content"] == "{{ effdet_tasks_run_config | to_nice_json }}\n"
+    runs = [t["community.docker.docker_container_exec"]["argv"] for t in tasks
+            if stage in t.get("community.docker.docker_container_exec", {}).get("argv", [])]
+    assert runs and all(argv[argv.index("--config") + 1].endswith(config_file) for argv in runs), runs

@@ -1,0 +1,194 @@
+"""Where a converge's time goes: first converge and no-change re-run, per task, side by side.
+
+For each variant (a label, an optional git ref, optional environment settings):
+fresh simulated hosts, `site.yml` once (first converge) and again (the no-change
+re-run, which must report changed=0), each run profiled task by task
+(bench/callback_plugins/task_profile.py) and its CPU time recorded:
+
+- controller: the CPU time of ansible-playbook and everything it started on the
+  controller (getrusage of the children);
+- machine: the CPU time the whole machine spent meanwhile (/proc/stat), which
+  on the lab-in-a-box is the controller plus the simulated hosts (their sshd,
+  Python, dockerd and containers) plus whatever else runs: run it on a quiet
+  machine.
+
+A variant with a git ref runs that commit's site.yml from a git worktree that
+shares this checkout's venvs and lab-in-a-box (the "before" of a change).
+
+    .venv/bin/python bench/rerun_profile.py --hosts 1 \
+        --variant before@938e3cf --variant after [--tags host] [--out bench/results/rerun]
+
+Writes <out>.json (every run, with its per-task rows), <out>.md (the summary
+table and each variant's slowest re-run tasks) and <out>.png (the re-run's
+time per role, per variant).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from labbox.demo import recap  # noqa: E402
+
+SHARED = [".venv", ".venv-effdet", ".labbox", "inventory/labbox/hosts.yml",
+          "inventory/labbox/group_vars/gpu_hosts/generated.yml"]
+# The lab image's build: excluded from "first converge without the image build".
+IMAGE_BUILD_TASK = "Build the lab image"
+
+
+def machine_cpu_s() -> float:
+    """CPU seconds (user, nice, system, irq, softirq, steal) the whole machine has spent since boot."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    busy = sum(int(fields[i]) for i in (0, 1, 2, 5, 6, 7) if i < len(fields))
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def parse_variant(text: str) -> dict:
+    """label[@ref][:KEY=VALUE,KEY=VALUE]"""
+    head, _, env_text = text.partition(":")
+    label, _, ref = head.partition("@")
+    env = dict(pair.split("=", 1) for pair in env_text.split(",") if pair)
+    return {"label": label, "ref": ref or None, "env": env}
+
+
+def worktree(ref: str) -> Path:
+    """A detached worktree of ref that uses this checkout's venvs and lab-in-a-box."""
+    path = Path("/tmp") / f"effdet-bench-{ref.replace('/', '_')}"
+    if not path.exists():
+        subprocess.run(["git", "worktree", "add", "--detach", "-f", str(path), ref], cwd=REPO, check=True,
+                       capture_output=True)
+    for rel in SHARED:
+        target, link = REPO / rel, path / rel
+        if target.exists() and not link.exists():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(target)
+    return path
+
+
+def profiled_converge(cwd: Path, tags: str | None, env: dict[str, str], profile: Path) -> dict:
+    profile.unlink(missing_ok=True)
+    cmd = [str(REPO / ".venv" / "bin" / "ansible-playbook"), "site.yml", *(["--tags", tags] if tags else [])]
+    run_env = {**os.environ, "ANSIBLE_NOCOLOR": "1", **env,
+               "ANSIBLE_CALLBACK_PLUGINS": str(REPO / "bench" / "callback_plugins"),
+               "ANSIBLE_CALLBACKS_ENABLED": "task_profile", "EFFDET_TASK_PROFILE": str(profile)}
+    cpu0, machine0, t0 = children_cpu_s(), machine_cpu_s(), time.monotonic()
+    proc = subprocess.run(cmd, cwd=cwd, env=run_env, capture_output=True, text=True, check=False)
+    wall = time.monotonic() - t0
+    controller, machine = children_cpu_s() - cpu0, machine_cpu_s() - machine0
+    rows = [json.loads(line) for line in profile.read_text().splitlines() if line.strip()] if profile.exists() else []
+    hosts = recap(proc.stdout)
+    image_build = max((r["seconds"] for r in rows if r["task"].startswith(IMAGE_BUILD_TASK)), default=0.0)
+    host_tasks = len(rows)
+    return {
+        "wall_s": round(wall, 1), "rc": proc.returncode,
+        "changed": sum(h["changed"] for h in hosts.values()), "hosts": len(hosts),
+        "image_build_s": round(image_build, 1), "wall_without_image_build_s": round(wall - image_build, 1),
+        "controller_cpu_s": round(controller, 1), "machine_cpu_s": round(machine, 1),
+        "host_tasks": host_tasks,
+        "machine_cpu_ms_per_host_task": round(1000 * machine / host_tasks, 1) if host_tasks else None,
+        "tail": proc.stdout[-3000:] if proc.returncode else "",
+        "tasks": rows,
+    }
+
+
+def by_key(rows: list[dict], key) -> list[tuple[str, float, int]]:
+    total: dict[str, float] = defaultdict(float)
+    count: dict[str, int] = defaultdict(int)
+    for r in rows:
+        total[key(r)] += r["seconds"]
+        count[key(r)] += 1
+    return sorted(((k, round(v, 2), count[k]) for k, v in total.items()), key=lambda x: -x[1])
+
+
+def measure(variant: dict, hosts: int, tags: str | None, scratch: Path) -> dict:
+    cwd = worktree(variant["ref"]) if variant["ref"] else REPO
+    print(f"[bench] {variant['label']}: {hosts} fresh host(s), first converge", flush=True)
+    subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-m", "labbox", "up", "--hosts", str(hosts), "--fresh"],
+                   cwd=REPO, check=True, capture_output=True)
+    first = profiled_converge(cwd, tags, variant["env"], scratch / f"{variant['label']}-first.jsonl")
+    print(f"[bench] {variant['label']}: first {first['wall_s']} s (rc {first['rc']}); no-change re-run", flush=True)
+    rerun = profiled_converge(cwd, tags, variant["env"], scratch / f"{variant['label']}-rerun.jsonl")
+    print(f"[bench] {variant['label']}: re-run {rerun['wall_s']} s, changed={rerun['changed']}", flush=True)
+    base = first["wall_without_image_build_s"]
+    return {**variant, "hosts": hosts, "tags": tags or "all", "first": first, "rerun": rerun,
+            "rerun_over_first": round(rerun["wall_s"] / base, 3) if base else None}
+
+
+def markdown(results: list[dict], top: int) -> str:
+    lines = ["| variant | hosts | tags | first (s) | image build (s) | first w/o build (s) | re-run (s) | "
+             "re-run / first w/o build | re-run changed | re-run tasks | controller CPU (s) | machine CPU (s) | "
+             "CPU ms per host-task |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        f, s = r["first"], r["rerun"]
+        lines.append(f"| {r['label']} | {r['hosts']} | {r['tags']} | {f['wall_s']} | {f['image_build_s']} | "
+                     f"{f['wall_without_image_build_s']} | {s['wall_s']} | {r['rerun_over_first']} | {s['changed']} | "
+                     f"{s['host_tasks']} | {s['controller_cpu_s']} | {s['machine_cpu_s']} | "
+                     f"{s['machine_cpu_ms_per_host_task']} |")
+    for r in results:
+        lines += ["", f"### {r['label']}: the re-run's slowest tasks (all hosts)", "",
+                  "| role | task | action | results | seconds |", "|---|---|---|---:|---:|"]
+        rows = r["rerun"]["tasks"]
+        for key, seconds, count in by_key(rows, lambda x: "\x00".join((x["role"], x["task"], x["action"])))[:top]:
+            role, task, action = key.split("\x00")
+            lines.append(f"| {role or '-'} | {task.replace('|', '/')} | {action} | {count} | {seconds} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    roles = sorted({r["role"] or "(play)" for res in results for r in res["rerun"]["tasks"]})
+    fig, ax = plt.subplots(figsize=(10, 0.4 * len(roles) + 2))
+    height = 0.8 / max(len(results), 1)
+    for i, res in enumerate(results):
+        per_role = dict((k, v) for k, v, _ in by_key(res["rerun"]["tasks"], lambda x: x["role"] or "(play)"))
+        ax.barh([j + i * height for j in range(len(roles))], [per_role.get(role, 0) for role in roles],
+                height=height, label=f"{res['label']} ({res['rerun']['wall_s']} s)")
+    ax.set_yticks([j + height * (len(results) - 1) / 2 for j in range(len(roles))], roles)
+    ax.set_xlabel("seconds in the no-change re-run (summed over hosts)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variant", action="append", default=[],
+                    help="label[@git-ref][:ENV=VALUE,...]; repeat for side-by-side variants (default: one, 'now')")
+    ap.add_argument("--hosts", type=int, default=1)
+    ap.add_argument("--tags", default=None, help="site.yml --tags (default: the whole site)")
+    ap.add_argument("--top", type=int, default=15, help="slowest re-run tasks listed per variant")
+    ap.add_argument("--out", default=str(REPO / "bench" / "results" / "rerun"))
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scratch = out.parent / f"{out.name}-profiles"
+    scratch.mkdir(exist_ok=True)
+    results = [measure(parse_variant(v), args.hosts, args.tags, scratch) for v in args.variant or ["now"]]
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown(results, args.top))
+    plot(results, out.with_suffix(".png"))
+    print(markdown(results, args.top))
+    return 0 if all(r["first"]["rc"] == 0 and r["rerun"]["rc"] == 0 and r["rerun"]["changed"] == 0
+                    for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
