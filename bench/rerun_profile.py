@@ -79,9 +79,12 @@ def worktree(ref: str) -> Path:
     return path
 
 
-def profiled_converge(cwd: Path, tags: str | None, env: dict[str, str], profile: Path) -> dict:
+def profiled_converge(cwd: Path, tags: str | None, env: dict[str, str], profile: Path, playbook: str = "site.yml",
+                      extra: list[str] | None = None) -> dict:
+    """One ansible-playbook run, profiled task by task, with its wall and CPU time."""
     profile.unlink(missing_ok=True)
-    cmd = [str(REPO / ".venv" / "bin" / "ansible-playbook"), "site.yml", *(["--tags", tags] if tags else [])]
+    cmd = [str(REPO / ".venv" / "bin" / "ansible-playbook"), playbook, *(["--tags", tags] if tags else []),
+           *(extra or [])]
     run_env = {**os.environ, "ANSIBLE_NOCOLOR": "1", **env,
                "ANSIBLE_CALLBACK_PLUGINS": str(REPO / "bench" / "callback_plugins"),
                "ANSIBLE_CALLBACKS_ENABLED": "task_profile", "EFFDET_TASK_PROFILE": str(profile)}
@@ -90,6 +93,8 @@ def profiled_converge(cwd: Path, tags: str | None, env: dict[str, str], profile:
     wall = time.monotonic() - t0
     controller, machine = children_cpu_s() - cpu0, machine_cpu_s() - machine0
     rows = [json.loads(line) for line in profile.read_text().splitlines() if line.strip()] if profile.exists() else []
+    if not rows:
+        print(f"[bench] warning: no task profile from {' '.join(cmd)} in {cwd} (callback not loaded?)", flush=True)
     hosts = recap(proc.stdout)
     image_build = max((r["seconds"] for r in rows if r["task"].startswith(IMAGE_BUILD_TASK)), default=0.0)
     host_tasks = len(rows)

@@ -1,12 +1,26 @@
 """effdet_safe_put: copy a controller file or folder into the lab user's data folder on the host.
 
 Runs on the controller. It lists what `src` holds (folders, and files with their
-sha1; links on the controller are skipped, as the filetree lookup did), asks the
-effdet_safe_fs module on the host which files differ (one call: it makes the
-missing folders and fixes owners and modes on the way, never through a link),
-then sends only those: small files inline in a few module calls, large ones
-through the connection's temporary folder. A link anywhere on the host side of
-the path is refused by the module, with a message that names it.
+sha1; links on the controller are skipped, as the filetree lookup did). The sha1s
+are cached on the controller by path, size and mtime, so an unchanged tree of
+10,000 files costs a stat each there, not a read.
+
+A folder's manifest has a digest. The host keeps a stamp beside the copied tree
+(.<name>.effdet-put.json: the digest and the mtime of every folder of the tree
+after the last complete copy); when the stamp names the same digest and no
+folder changed since, the first module call answers at once: a no-change run is
+one comparison, not a read per file. A file edited in place on the host, which
+changes no folder's mtime, is therefore not noticed until the controller's tree
+changes.
+
+Otherwise the effdet_safe_fs module on the host says which files differ (one
+call: it makes the missing folders and fixes owners and modes on the way, never
+through a link), and only those are sent: a few small ones inline, more than a
+few as one uncompressed tar through the connection's file transfer (as fast as
+the connection's scp or sftp; the module writes each member it expects under
+its own name, through the same link-refusing writer, and checks its sha1),
+large ones through the connection's temporary folder. A link anywhere on the
+host side of the path is refused by the module, with a message that names it.
 
 Arguments: src (a controller file or folder), base (the trusted host folder),
 path (the destination below it), owner, group, mode (files), dir_mode,
@@ -16,8 +30,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import re
+import tarfile
+import tempfile
 from typing import Any
 
 from ansible.errors import AnsibleActionFail
@@ -26,7 +43,9 @@ from ansible.plugins.action import ActionBase
 MODULE = "effdet_safe_fs"
 INLINE_FILE_MAX = 4 * 1024 * 1024     # larger files go through the connection's tmp folder
 INLINE_BATCH_MAX = 8 * 1024 * 1024    # bytes of file content per module call
+ARCHIVE_MIN_FILES = 16                # more files than this to send: one tar instead of inline batches
 CHUNK = 1024 * 1024
+CACHE_DIR = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "effdet-lab")
 
 
 def sha1_of(path: str) -> str:
@@ -37,12 +56,49 @@ def sha1_of(path: str) -> str:
     return digest.hexdigest()
 
 
+class Sha1Cache:
+    """sha1s of the controller's files by (path, size, mtime_ns), kept between runs in CACHE_DIR (one
+    file per source folder, replaced atomically); a file whose size or mtime changed is read again."""
+
+    def __init__(self, src: str) -> None:
+        key = hashlib.sha1(os.path.realpath(src).encode("utf-8")).hexdigest()[:16]
+        self.path = os.path.join(CACHE_DIR, f"sha1-{key}.json")
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                self.old: dict[str, list] = json.load(handle)
+        except (OSError, ValueError):
+            self.old = {}
+        self.new: dict[str, list] = {}
+
+    def sha1(self, rel: str, local: str, st: os.stat_result) -> str:
+        known = self.old.get(rel)
+        if known and known[0] == st.st_size and known[1] == st.st_mtime_ns:
+            digest = str(known[2])
+        else:
+            digest = sha1_of(local)
+        self.new[rel] = [st.st_size, st.st_mtime_ns, digest]
+        return digest
+
+    def save(self) -> None:
+        if self.new == self.old:
+            return
+        try:
+            os.makedirs(CACHE_DIR, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=CACHE_DIR, prefix=".sha1-")
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(self.new, handle)
+            os.replace(tmp, self.path)
+        except OSError:
+            pass   # a cache only: the next run reads the files again
+
+
 def manifest(src: str, exclude: str | None = None) -> tuple[list[str], list[dict[str, Any]]]:
     """The folders and files of src (a file: itself, at path ''), relative and sorted; links and
     anything matching exclude are left out."""
     skip = re.compile(exclude) if exclude else None
     if os.path.isfile(src):
         return [], [{"path": "", "local": src, "size": os.path.getsize(src), "sha1": sha1_of(src)}]
+    cache = Sha1Cache(src)
     dirs: list[str] = []
     files: list[dict[str, Any]] = []
     for root, subdirs, names in os.walk(src, followlinks=False):
@@ -61,8 +117,29 @@ def manifest(src: str, exclude: str | None = None) -> tuple[list[str], list[dict
             rel = os.path.join(rel_root, name)
             if os.path.islink(local) or not os.path.isfile(local) or (skip and skip.search(rel)):
                 continue
-            files.append({"path": rel, "local": local, "size": os.path.getsize(local), "sha1": sha1_of(local)})
+            st = os.stat(local)
+            files.append({"path": rel, "local": local, "size": st.st_size, "sha1": cache.sha1(rel, local, st)})
+    cache.save()
     return dirs, files
+
+
+def manifest_digest(dirs: list[str], files: list[dict[str, Any]], attrs: dict[str, Any]) -> str:
+    """One value for everything a put of this tree decides on: folders, files, their content, owner
+    and modes."""
+    body = json.dumps({"dirs": dirs, "files": [[f["path"], f["size"], f["sha1"]] for f in files],
+                       "attrs": attrs}, sort_keys=True)
+    return hashlib.sha1(body.encode("utf-8")).hexdigest()
+
+
+def write_archive(files: list[dict[str, Any]], handle: Any) -> None:
+    """An uncompressed tar of the files, each under its manifest path (JPEGs do not compress)."""
+    with tarfile.open(fileobj=handle, mode="w:", format=tarfile.PAX_FORMAT) as archive:
+        for f in files:
+            info = tarfile.TarInfo(f["path"])
+            info.size = f["size"]
+            info.mode = 0o600
+            with open(f["local"], "rb") as data:
+                archive.addfile(info, data)
 
 
 def batches(files: list[dict[str, Any]], limit: int = INLINE_BATCH_MAX) -> list[list[dict[str, Any]]]:
@@ -89,6 +166,26 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail(res.get("msg", "effdet_safe_fs failed"), result=res)
         return res
 
+    def _send(self, local: str, name: str) -> str:
+        """A controller file into the connection's temporary folder on the host (made on first use)."""
+        if not self._connection._shell.tmpdir:
+            self._make_tmp_path()
+            self._made_tmp = True
+        remote = self._connection._shell.join_path(self._connection._shell.tmpdir, name)
+        self._transfer_file(local, remote)
+        self._fixup_perms2((self._connection._shell.tmpdir, remote))
+        return remote
+
+    def _put_archive(self, common: dict[str, Any], files: list[dict[str, Any]],
+                     task_vars: dict[str, Any]) -> list[str]:
+        """Many files in one transfer: a tar written here, sent once, unpacked by the module."""
+        with tempfile.NamedTemporaryFile(prefix="effdet-put-", suffix=".tar") as handle:
+            write_archive(files, handle)
+            handle.flush()
+            remote = self._send(handle.name, "effdet-put.tar")
+        payload = [{"path": f["path"], "sha1": f["sha1"], "in_archive": True} for f in files]
+        return self._module({**common, "archive": remote}, payload, task_vars).get("written") or []
+
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
@@ -111,16 +208,25 @@ class ActionModule(ActionBase):
         common = {"op": "tree", "base": a["base"], "path": path, "base_alias": a.get("base_alias"),
                   "owner": a.get("owner"), "group": a.get("group"), "mode": a.get("mode"),
                   "dir_mode": a.get("dir_mode"), "dirs": dirs, "root_attrs": not single}
+        if not single:
+            common["digest"] = manifest_digest(dirs, files, {k: a.get(k) for k in ("owner", "group", "mode", "dir_mode")})
         by_path = {f["path"]: f for f in files}
-        made_tmp = False
+        self._made_tmp = False
         try:
+            if not single and self._module({**common, "stamp_check": True}, [], task_vars).get("stamp") == "holds":
+                result.update(changed=False, written=[], created=[], attributes_changed=[], files=len(files),
+                              dest=a["path"], stamp="holds")
+                return result
             first = self._module(common, [{"path": f["path"], "sha1": f["sha1"]} for f in files], task_vars)
             written = list(first.get("written") or [])
             need = [by_path[p] for p in first.get("need") or []]
             if need and not self._task.check_mode:
+                rest = {**common, "dirs": []}
                 small = [f for f in need if f["size"] <= INLINE_FILE_MAX]
                 large = [f for f in need if f["size"] > INLINE_FILE_MAX]
-                rest = {**common, "dirs": []}
+                if len(small) > ARCHIVE_MIN_FILES:
+                    written += self._put_archive(rest, small, task_vars)
+                    small = []
                 for group in batches(small):
                     payload = []
                     for f in group:
@@ -129,18 +235,15 @@ class ActionModule(ActionBase):
                                             "content_b64": base64.b64encode(handle.read()).decode("ascii")})
                     written += self._module(rest, payload, task_vars).get("written") or []
                 for f in large:
-                    if not self._connection._shell.tmpdir:
-                        self._make_tmp_path()
-                        made_tmp = True
-                    remote = self._connection._shell.join_path(self._connection._shell.tmpdir, "effdet-put-src")
-                    self._transfer_file(f["local"], remote)
-                    self._fixup_perms2((self._connection._shell.tmpdir, remote))
-                    written += self._module(rest, [{"path": f["path"], "sha1": f["sha1"], "src": remote}],
+                    written += self._module(rest, [{"path": f["path"], "sha1": f["sha1"],
+                                                    "src": self._send(f["local"], "effdet-put-src")}],
                                             task_vars).get("written") or []
             elif need:
                 written += [p["path"] for p in need]
+            if not single and not self._task.check_mode:
+                self._module({**common, "dirs": dirs, "stamp_write": True}, [], task_vars)
         finally:
-            if made_tmp:
+            if self._made_tmp:
                 self._remove_tmp_path(self._connection._shell.tmpdir)
         created = first.get("created") or []
         fixed = first.get("attributes_changed") or []

@@ -22,8 +22,10 @@ import base64
 import errno
 import fnmatch
 import hashlib
+import json
 import os
 import stat
+import tarfile
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 DOCUMENTATION = r"""
@@ -114,7 +116,7 @@ options:
     elements: str
     default: []
   files:
-    description: Files (relative to O(path)) for tree, each {path, sha1} and optionally content_b64 or src.
+    description: Files (relative to O(path)) for tree, each {path, sha1} and optionally content_b64, src or in_archive.
     type: list
     elements: dict
     default: []
@@ -122,6 +124,20 @@ options:
     description: tree also sets owner and dir_mode on O(path) itself (never on O(base)).
     type: bool
     default: true
+  digest:
+    description: The digest of the caller's whole manifest (tree), kept in the stamp beside O(path).
+    type: str
+  stamp_check:
+    description: tree only answers whether the stamp beside O(path) holds for O(digest) and the folders are unchanged.
+    type: bool
+    default: false
+  stamp_write:
+    description: tree only records O(digest) and the folders' mtimes in the stamp beside O(path), after a complete copy.
+    type: bool
+    default: false
+  archive:
+    description: An uncompressed tar on the host (the connection's temporary folder) holding the files marked in_archive.
+    type: str
 author: effdet-lab
 """
 
@@ -722,10 +738,129 @@ def op_find(base: Base, parts: List[str], p: Dict[str, Any]) -> Dict[str, Any]:
     return {"changed": False, "files": files, "matched": len(files), "exists": True, "warnings": warnings}
 
 
+def stamp_name(root: List[str]) -> str:
+    """The stamp of base/root lies beside it, in its parent (writing it changes no folder of the tree)."""
+    return f".{root[-1]}.effdet-put.json"
+
+
+def tree_mtimes(base: Base, top: int, root: List[str], dirs: List[str]) -> Optional[Dict[str, int]]:
+    """The mtime (ns) of root ("") and of each folder of the manifest below it; None where one is missing
+    (never through a link). A file added, removed or renamed in a folder changes that folder's mtime."""
+    out = {"": os.fstat(top).st_mtime_ns}
+    for rel in dirs:
+        sub = split_path("/", rel)
+        if not sub:
+            continue
+        fd = open_under(base, top, root, sub, None, False, None)
+        if fd is None:
+            return None
+        try:
+            out[rel] = os.fstat(fd).st_mtime_ns
+        finally:
+            os.close(fd)
+    return out
+
+
+def read_stamp(base: Base, root: List[str]) -> Optional[Dict[str, Any]]:
+    parent = base.open_dir(root[:-1])
+    if parent is None:
+        return None
+    try:
+        st = base.lstat(parent, stamp_name(root))
+        if st is None:
+            return None
+        fd, _ = base.open_regular(parent, root[:-1] + [stamp_name(root)], st)
+        try:
+            return json.loads(read_fd(fd, 0, min(st.st_size, 4 * 1024 * 1024)).decode("utf-8"))
+        except ValueError:
+            return None
+        finally:
+            os.close(fd)
+    finally:
+        os.close(parent)
+
+
+def stamp_holds(base: Base, root: List[str], p: Dict[str, Any]) -> bool:
+    """Whether the tree is as the last complete put left it: the stamp beside it names the same
+    manifest digest and no folder of the tree changed since (one read and a stat per folder)."""
+    if not root:
+        return False
+    stamp = read_stamp(base, root)
+    if not stamp or stamp.get("digest") != p.get("digest"):
+        return False
+    top = base.open_dir(root)
+    if top is None:
+        return False
+    try:
+        now = tree_mtimes(base, top, root, p.get("dirs") or [])
+        return now is not None and now == stamp.get("mtimes")
+    finally:
+        os.close(top)
+
+
+def write_stamp(base: Base, root: List[str], p: Dict[str, Any]) -> None:
+    """After a complete put: the manifest's digest and the tree's folder mtimes, beside the tree."""
+    top = base.open_dir(root)
+    if top is None:
+        raise FsError(f"{base.shown(root)} is missing after the copy")
+    try:
+        mtimes = tree_mtimes(base, top, root, p.get("dirs") or [])
+    finally:
+        os.close(top)
+    parent = base.open_dir(root[:-1])
+    if parent is None:
+        raise FsError(f"{base.shown(root[:-1])} is missing after the copy")
+    try:
+        body = json.dumps({"digest": p.get("digest"), "mtimes": mtimes}, sort_keys=True).encode("utf-8")
+        if base.lstat(parent, stamp_name(root)) is not None:
+            existing_file(base, parent, root[:-1] + [stamp_name(root)])   # refuses a link there
+        write_new(parent, stamp_name(root), iter([body]), 0o644, p.get("owner"), p.get("group"))
+    finally:
+        os.close(parent)
+
+
+def archive_members(path: str) -> Tuple[tarfile.TarFile, Dict[str, tarfile.TarInfo]]:
+    """The caller's uncompressed tar (a trusted file in the connection's temporary folder): its regular
+    files by name. Only names the manifest lists are ever read from it."""
+    archive = tarfile.open(path, "r:")
+    return archive, {m.name: m for m in archive.getmembers() if m.isfile()}
+
+
+def member_chunks(archive: tarfile.TarFile, member: tarfile.TarInfo) -> Iterator[bytes]:
+    handle = archive.extractfile(member)
+    if handle is None:
+        raise FsError(f"{member.name} is not a file in the archive")
+    while True:
+        block = handle.read(CHUNK)
+        if not block:
+            return
+        yield block
+
+
 def put_files(base: Base, root: List[str], p: Dict[str, Any], check_mode: bool) -> Dict[str, Any]:
     """tree: the folders and files of a manifest into base/root. Files whose content is given
-    (content_b64, or src: a trusted file on the host) are written when they differ; the others are
-    compared and, when they differ, listed in `need` for the caller to send."""
+    (content_b64, src: a trusted file on the host, or in_archive: a member of the caller's tar) are
+    written when they differ; the others are compared and, when they differ, listed in `need` for the
+    caller to send. stamp_check only says whether the stamp beside the tree holds for digest
+    (stamp_holds); stamp_write records a complete put."""
+    if p.get("stamp_check"):
+        holds = bool(p.get("digest")) and stamp_holds(base, root, p)
+        return {"changed": False, "stamp": "holds" if holds else "void"}
+    if p.get("stamp_write"):
+        if not check_mode:
+            write_stamp(base, root, p)
+        return {"changed": False, "created": [], "written": [], "attributes_changed": [], "need": [],
+                "stamp": "written"}
+    archive, members = archive_members(str(p["archive"])) if p.get("archive") else (None, {})
+    try:
+        return put_manifest(base, root, p, check_mode, archive, members)
+    finally:
+        if archive is not None:
+            archive.close()
+
+
+def put_manifest(base: Base, root: List[str], p: Dict[str, Any], check_mode: bool,
+                 archive: Optional[tarfile.TarFile], members: Dict[str, tarfile.TarInfo]) -> Dict[str, Any]:
     mode = parse_mode(p.get("mode"), 0o644)
     dir_mode = parse_mode(p.get("dir_mode"), 0o755)
     uid, gid = p.get("owner"), p.get("group")
@@ -780,6 +915,10 @@ def put_files(base: Base, root: List[str], p: Dict[str, Any], check_mode: bool) 
                     chunks: Iterator[bytes] = iter([data])
                 elif item.get("src"):
                     chunks = file_chunks(str(item["src"]))
+                elif item.get("in_archive"):
+                    if archive is None or str(item["path"]) not in members:
+                        raise FsError(f"{base.shown(full)} is not in the archive sent for it")
+                    chunks = member_chunks(archive, members[str(item["path"])])
                 else:
                     need.append(str(item["path"]))
                     continue
@@ -973,6 +1112,10 @@ def main() -> None:
             dirs=dict(type="list", elements="str", default=[]),
             files=dict(type="list", elements="dict", default=[]),
             root_attrs=dict(type="bool", default=True),
+            digest=dict(type="str"),
+            stamp_check=dict(type="bool", default=False),
+            stamp_write=dict(type="bool", default=False),
+            archive=dict(type="str"),
         ),
         supports_check_mode=True,
     )

@@ -1,7 +1,8 @@
-"""Mitogen's linear strategy, opt-in: ANSIBLE_STRATEGY=mitogen_linear ansible-playbook site.yml.
+"""Mitogen's linear strategy, the one ansible.cfg runs every play through.
 
 ansible.cfg points strategy_plugins here, so the strategy is found wherever the
 venv's site-packages lie; the plugin itself is mitogen's (requirements.txt pins
-it). bench/rerun_profile.py measures it against the default ssh connection.
+it). ANSIBLE_STRATEGY=linear goes back to Ansible's own; bench/rerun_profile.py
+measures both side by side.
 """
 from ansible_mitogen.plugins.strategy.mitogen_linear import StrategyModule  # noqa: F401

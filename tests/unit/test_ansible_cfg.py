@@ -23,3 +23,16 @@ def test_only_the_labbox_inventory_skips_it():
     example = (REPO / "inventory" / "gpu_hosts.example").read_text()
     assert "host_key_checking" not in example.replace("# ansible_host_key_checking", "")
     assert "StrictHostKeyChecking=no" not in example
+
+
+def test_every_play_runs_through_the_pinned_mitogen_strategy():
+    """strategy mitogen_linear, found through strategy_plugins in this repo (wherever the venv's
+    site-packages lie), from the mitogen that requirements.txt pins."""
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "ansible.cfg")
+    assert cfg.get("defaults", "strategy") == "mitogen_linear"
+    shim = REPO / cfg.get("defaults", "strategy_plugins") / "mitogen_linear.py"
+    assert "from ansible_mitogen.plugins.strategy.mitogen_linear import StrategyModule" in shim.read_text()
+    pins = [line for line in (REPO / "requirements.txt").read_text().splitlines() if line.startswith("mitogen")]
+    assert pins == ["mitogen==0.3.54"]
+    import ansible_mitogen.plugins.strategy.mitogen_linear as strategy  # noqa: F401  (the pin is installed)

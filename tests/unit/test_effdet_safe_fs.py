@@ -342,6 +342,62 @@ def test_tree_rejects_content_damaged_in_transfer(lab):
     assert r["failed"] and "damaged in transfer" in r["msg"]
 
 
+def test_a_stamp_answers_a_no_change_put_and_a_changed_folder_voids_it(lab):
+    """After a complete put the stamp beside the tree holds the manifest's digest and the folders'
+    mtimes: the same digest on an untouched tree answers at once; a file added on the host (its folder's
+    mtime changes) or another digest falls back to the comparison of every file."""
+    voc = "effdet-lab/datasets/voc"
+    files = {"Annotations/a.xml": b"<a/>", "JPEGImages/a.jpg": os.urandom(300)}
+    common = {"owner": 1001, "group": 1001, "mode": "0644", "dir_mode": "0755", "dirs": ["Annotations", "JPEGImages"],
+              "digest": "d1"}
+    entries = [manifest_entry(k, v) for k, v in files.items()]
+    assert run(lab, "tree", voc, files=[], stamp_check=True, **common)["stamp"] == "void"   # nothing there yet
+    assert run(lab, "tree", voc, files=[manifest_entry(k, v, True) for k, v in files.items()], **common)["written"]
+    assert run(lab, "tree", voc, files=[], stamp_write=True, **common)["stamp"] == "written"
+    stamp = lab["b"] / "effdet-lab/datasets/.voc.effdet-put.json"
+    assert json.loads(stamp.read_text())["digest"] == "d1" and stamp.stat().st_uid == 1001
+    r = run(lab, "tree", voc, files=[], stamp_check=True, **common)
+    assert r["stamp"] == "holds" and r["changed"] is False
+    assert run(lab, "tree", voc, files=[], stamp_check=True, **{**common, "digest": "d2"})["stamp"] == "void"
+    (lab["b"] / voc / "JPEGImages" / "added.jpg").write_bytes(b"x")
+    assert run(lab, "tree", voc, files=[], stamp_check=True, **common)["stamp"] == "void"
+    r = run(lab, "tree", voc, files=entries, **common)
+    assert r["need"] == [] and r["changed"] is False   # every file compared: all the same
+
+
+def test_a_stamp_that_is_a_link_is_refused(lab):
+    voc = lab["b"] / "effdet-lab/datasets/voc"
+    voc.mkdir(parents=True)
+    (lab["b"] / "effdet-lab/datasets/.voc.effdet-put.json").symlink_to(lab["secret"])
+    before = snapshot(lab["outside"])
+    for params in ({"stamp_check": True}, {"stamp_write": True}):
+        r = run(lab, "tree", str(voc), files=[], digest="d1", owner=1001, group=1001, **params)
+        assert r["failed"] and r.get("refused") and ".voc.effdet-put.json" in r["msg"], r
+    assert snapshot(lab["outside"]) == before
+
+
+def test_an_archive_gives_only_the_members_the_manifest_expects(lab, tmp_path):
+    import tarfile
+
+    archive = tmp_path / "put.tar"
+    data = {"a.txt": b"alpha", "../escape.txt": b"evil", "b.txt": b"not asked for"}
+    with tarfile.open(archive, "w:") as tar:
+        for name, body in data.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, __import__("io").BytesIO(body))
+    entry = dict(manifest_entry("a.txt", b"alpha"), in_archive=True)
+    r = run(lab, "tree", "effdet-lab/t", files=[entry], archive=str(archive), mode="0644")
+    assert r["written"] and (lab["b"] / "effdet-lab/t/a.txt").read_bytes() == b"alpha"
+    assert not (lab["b"] / "effdet-lab/escape.txt").exists() and not (lab["b"] / "effdet-lab/t/b.txt").exists()
+    missing = dict(manifest_entry("c.txt", b"gamma"), in_archive=True)
+    r = run(lab, "tree", "effdet-lab/t", files=[missing], archive=str(archive), mode="0644")
+    assert r["failed"] and "not in the archive" in r["msg"]
+    damaged = dict(manifest_entry("b.txt", b"something else"), in_archive=True)
+    r = run(lab, "tree", "effdet-lab/t", files=[damaged], archive=str(archive), mode="0644")
+    assert r["failed"] and "damaged in transfer" in r["msg"]
+
+
 # ---------------------------------------------------------------------------
 # sync (the automl checkout, mirrored from a root-only folder)
 
@@ -437,6 +493,33 @@ def test_put_and_fetch_through_ansible(lab, tmp_path, monkeypatch):
     check = playbook(tmp_path, tasks, "--check", "--diff")
     assert check.returncode == 0 and "changed=0" in check.stdout, check.stdout[-3000:]
     assert SECRET.strip() not in "".join(p.read_text(errors="replace") for p in results.rglob("*") if p.is_file())
+
+
+def test_many_files_go_as_one_archive_and_a_no_change_put_is_one_comparison(lab, tmp_path, monkeypatch):
+    """40 files: one tar through the connection; the next put answers from the stamp (and the
+    controller's sha1 cache); one file changed on the controller: exactly that one is sent."""
+    src = tmp_path / "voc"
+    (src / "JPEGImages").mkdir(parents=True)
+    for i in range(40):
+        (src / "JPEGImages" / f"img {i:02d}.jpg").write_bytes(os.urandom(2000))
+    tasks = [{"name": "put", "effdet_safe_put": {"base": lab["base"], "src": str(src), "path": "effdet-lab/datasets/voc",
+                                                 "owner": 1001, "group": 1001, "mode": "0644", "dir_mode": "0755"},
+              "register": "put"},
+             {"name": "show", "ansible.builtin.debug": {"msg": "PUT={{ put.changed }} N={{ put.written | length }} "
+                                                                "STAMP={{ put.stamp | default('none') }}"}}]
+    env_cache = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(env_cache))
+    first = playbook(tmp_path, tasks)
+    assert first.returncode == 0 and "PUT=True N=40 STAMP=none" in first.stdout, first.stdout[-3000:]
+    assert list((env_cache / "effdet-lab").glob("sha1-*.json"))
+    second = playbook(tmp_path, tasks)
+    assert "PUT=False N=0 STAMP=holds" in second.stdout, second.stdout[-3000:]
+    (src / "JPEGImages" / "img 07.jpg").write_bytes(b"changed")
+    third = playbook(tmp_path, tasks)
+    assert "PUT=True N=1 STAMP=none" in third.stdout, third.stdout[-3000:]
+    assert (lab["b"] / "effdet-lab/datasets/voc/JPEGImages/img 07.jpg").read_bytes() == b"changed"
+    check = playbook(tmp_path, tasks, "--check", "--diff")
+    assert check.returncode == 0 and "changed=0" in check.stdout and "STAMP=holds" in check.stdout
 
 
 def test_fetch_refuses_a_link_among_the_folders(lab, tmp_path):
