@@ -319,7 +319,7 @@ def test_a_stage_alone_takes_the_profile_only_for_the_image_the_container_runs(e
         docker_sh(sim, f"""printf '%s' '{json.dumps({"image": "effdet-lab/lab:cpu-0123456789ab", "profile": "cpu"})}' > {record}""")
         stale = run_playbook("playbooks/effdet.yml", "--limit", host, "--tags", "data", "--check")
         said = " ".join(stale.output.split())
-        assert stale.rc != 0 and f"it runs {image}, and the image stage's record {record} names " \
+        assert stale.rc != 0 and f"it runs {image}, and the record of the image stage {record} names " \
             "effdet-lab/lab:cpu-0123456789ab" in said, said[-3000:]
         assert stale.changed() == 0
         docker_sh(sim, f"""printf '%s' '{json.dumps({"image": image, "profile": "tf2.1-gpu"})}' > {record}""")
