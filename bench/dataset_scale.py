@@ -112,7 +112,7 @@ def main() -> int:
     ap.add_argument("--images", type=int, default=10000)
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "dataset"))
     args = ap.parse_args()
-    out = Path(args.out)
+    out = Path(args.out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     val = max(1, args.images // 10)
     root = make_demo_dataset(out.parent / f"voc-{args.images}", train=args.images - val, val=val, infer=0)

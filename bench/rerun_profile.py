@@ -42,7 +42,7 @@ from labbox.demo import recap  # noqa: E402
 SHARED = [".venv", ".venv-effdet", ".labbox", "inventory/labbox/hosts.yml",
           "inventory/labbox/group_vars/gpu_hosts/generated.yml"]
 # The lab image's build: excluded from "first converge without the image build".
-IMAGE_BUILD_TASK = "Build the lab image"
+IMAGE_BUILD_TASK = "Build the lab image ("
 
 
 def machine_cpu_s() -> float:
@@ -96,7 +96,8 @@ def profiled_converge(cwd: Path, tags: str | None, env: dict[str, str], profile:
     if not rows:
         print(f"[bench] warning: no task profile from {' '.join(cmd)} in {cwd} (callback not loaded?)", flush=True)
     hosts = recap(proc.stdout)
-    image_build = max((r["seconds"] for r in rows if r["task"].startswith(IMAGE_BUILD_TASK)), default=0.0)
+    image_build = max((r["seconds"] for r in rows if r["task"].split(" : ", 1)[-1].startswith(IMAGE_BUILD_TASK)),
+                      default=0.0)
     host_tasks = len(rows)
     return {
         "wall_s": round(wall, 1), "rc": proc.returncode,
@@ -182,7 +183,7 @@ def main() -> int:
     ap.add_argument("--top", type=int, default=15, help="slowest re-run tasks listed per variant")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "rerun"))
     args = ap.parse_args()
-    out = Path(args.out)
+    out = Path(args.out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = out.parent / f"{out.name}-profiles"
     scratch.mkdir(exist_ok=True)

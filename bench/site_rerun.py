@@ -32,7 +32,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "site"))
     ap.add_argument("--linear", action="store_true", help="also the re-run under Ansible's own linear strategy")
     args = ap.parse_args()
-    out = Path(args.out)
+    out = Path(args.out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = out.parent / f"{out.name}-profiles"
     scratch.mkdir(exist_ok=True)
