@@ -34,16 +34,14 @@ class CallbackModule(CallbackBase):
         path = os.environ.get("EFFDET_TASK_PROFILE")
         self._out = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115 (kept for the run)
         self._play = ""
-        self._task: dict[str, Any] = {}
+        self._task_t0 = time.monotonic()
         self._started: dict[tuple[str, str], float] = {}
 
     def v2_playbook_on_play_start(self, play: Any) -> None:
         self._play = play.get_name()
 
     def _task_start(self, task: Any) -> None:
-        role = task._role.get_name() if task._role else ""
-        self._task = {"play": self._play, "role": role, "task": task.get_name(), "action": task.action}
-        self._task_t0 = time.monotonic()
+        self._task_t0 = time.monotonic()   # for a result whose runner start was not seen
 
     def v2_playbook_on_task_start(self, task: Any, is_conditional: bool) -> None:
         self._task_start(task)

@@ -814,8 +814,7 @@ def write_stamp(base: Base, root: List[str], p: Dict[str, Any]) -> None:
         raise FsError(f"{base.shown(root[:-1])} is missing after the copy")
     try:
         body = json.dumps({"digest": p.get("digest"), "mtimes": mtimes}, sort_keys=True).encode("utf-8")
-        if base.lstat(parent, stamp_name(root)) is not None:
-            existing_file(base, parent, root[:-1] + [stamp_name(root)])   # refuses a link there
+        existing_file(base, parent, root[:-1] + [stamp_name(root)])   # refuses a link there
         write_new(parent, stamp_name(root), iter([body]), 0o644, p.get("owner"), p.get("group"))
     finally:
         os.close(parent)

@@ -11,11 +11,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import importlib.util
+import io
 import json
 import os
 import stat
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -377,15 +379,13 @@ def test_a_stamp_that_is_a_link_is_refused(lab):
 
 
 def test_an_archive_gives_only_the_members_the_manifest_expects(lab, tmp_path):
-    import tarfile
-
     archive = tmp_path / "put.tar"
     data = {"a.txt": b"alpha", "../escape.txt": b"evil", "b.txt": b"not asked for"}
     with tarfile.open(archive, "w:") as tar:
         for name, body in data.items():
             info = tarfile.TarInfo(name)
             info.size = len(body)
-            tar.addfile(info, __import__("io").BytesIO(body))
+            tar.addfile(info, io.BytesIO(body))
     entry = dict(manifest_entry("a.txt", b"alpha"), in_archive=True)
     r = run(lab, "tree", "effdet-lab/t", files=[entry], archive=str(archive), mode="0644")
     assert r["written"] and (lab["b"] / "effdet-lab/t/a.txt").read_bytes() == b"alpha"
