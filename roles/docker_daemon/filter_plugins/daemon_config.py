@@ -5,7 +5,6 @@ tests/unit/test_daemon_config.py can exercise it directly.
 """
 from __future__ import annotations
 
-import copy
 import json
 import re
 from typing import Any
@@ -72,8 +71,21 @@ def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = _deep_merge(merged[key], value)
         else:
-            merged[key] = copy.deepcopy(value)
+            merged[key] = _plain_copy(value)
     return merged
+
+
+def _plain_copy(value: Any) -> Any:
+    """A copy of a JSON-like value as plain dicts and lists.
+
+    copy.deepcopy of Ansible's lazily templated containers costs about a second
+    per call on a real inventory; JSON only has objects, arrays and scalars.
+    """
+    if isinstance(value, dict):
+        return {key: _plain_copy(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_copy(item) for item in value]
+    return value
 
 
 def daemon_config_type_conflicts(existing: dict[str, Any], owned: dict[str, Any],
