@@ -387,13 +387,17 @@ def attrs_differ(st: os.stat_result, mode: int, uid: Optional[int], gid: Optiona
 
 
 def sha1_fd(fd: int) -> str:
+    # One buffer for the whole file: os.read(fd, CHUNK) allocates CHUNK bytes per
+    # call, which for thousands of small images costs more than the hashing.
     digest = hashlib.sha1()
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
     os.lseek(fd, 0, os.SEEK_SET)
     while True:
-        block = os.read(fd, CHUNK)
-        if not block:
+        count = os.readv(fd, [buffer])
+        if not count:
             break
-        digest.update(block)
+        digest.update(view[:count])
     return digest.hexdigest()
 
 

@@ -198,6 +198,10 @@ def test_corrupt_xml_is_reported_not_fatal(effdet_run, tmp_path):
                        extra_vars(tmp_path, effdet_tasks_run_name=f"{RUN}-corrupt",
                                   effdet_tasks_dataset_name="voc-corrupt", effdet_tasks_dataset_src=str(data)))
     assert run.rc == 0, run.output[-3000:]
+    # A new tree of more than 16 files: one tar, which under mitogen (ansible.cfg's strategy) goes
+    # through Ansible's own ssh connection, not mitogen's file service.
+    said = " ".join(run.output.split())
+    assert "files written, " in said and "through the tmp folder: ssh" in said, run.output[-3000:]
     host = effdet_run["hosts"][0]
     report = json.loads((REPO / "results" / "effdet" / f"{RUN}-corrupt" / host / "data" / "train-report.json").read_text())
     issues = [i for i in report["issues"] if i["kind"] == "corrupt_xml"]
