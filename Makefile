@@ -43,9 +43,13 @@ setup: venv
 demo: setup
 	$(BIN)/python -m labbox demo --hosts $(HOSTS)
 
+# Every language we write: YAML and Ansible, Python (ruff.toml), and the
+# lab image's rendered Dockerfiles and shell (hadolint, shellcheck; .hadolint.yaml).
 lint: venv
 	$(BIN)/yamllint --strict .
 	$(BIN)/ansible-lint --profile production
+	$(BIN)/ruff check .
+	$(BIN)/python tools/lint_image.py
 
 # Tests that need nothing of the shared lab (labhost-1..N, the molecule host,
 # results/): the unit tests and the modules that work on scratch hosts of

@@ -61,7 +61,7 @@ def _run(cmd: list) -> tuple:
     wall = time.perf_counter() - t
     if r.returncode != 0:
         raise SystemExit(f"command failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-3000:]}")
-    inner = [float(l.split()[1]) for l in r.stdout.splitlines() if l.startswith("SECONDS")]
+    inner = [float(line.split()[1]) for line in r.stdout.splitlines() if line.startswith("SECONDS")]
     return wall, (inner[0] if inner else None)
 
 

@@ -384,7 +384,9 @@ def convert(opt: Options) -> Report:
         by_pos = {pos: ann for pos, (_i, ann, _p) in enumerate(tasks)}
         results: List[ImageResult] = []
         report.shards = []
-        for path, n_records, backend, shard_results in pool.imap(functools.partial(_write_shard, ctx), jobs):
+        writers: List[str] = []
+        for path, n_records, writer, shard_results in pool.imap(functools.partial(_write_shard, ctx), jobs):
+            writers.append(writer)
             report.shards.append({"path": os.path.basename(path), "records": n_records})
             results.extend(shard_results)
         results.sort(key=lambda r: r.index)
@@ -402,7 +404,7 @@ def convert(opt: Options) -> Report:
             coco.add_image(res.index + 1, res.file_name, res.width, res.height,
                            [(o.label, o.box) for o in res.objects])
             _account(report, ann, res, xml_rel)
-        report.options["record_writer"] = backend
+        report.options["record_writer"] = writers[-1] if writers else None
         report.options["workers"] = n_active
     finally:
         pool.terminate()

@@ -111,7 +111,7 @@ def load(path: str) -> LabelMap:
                     continue
                 m = _YAML_LINE.match(line)
                 if not m:
-                    raise LabelMapError(f"{path}:{n}: cannot parse {line!r} (expected 'id: name')")
+                    raise LabelMapError(f"{path}:{n}: cannot parse {line!r} (expected 'id: name')") from None
                 d[m.group("key").strip()] = _unquote(m.group("val"))
             return _from_mapping(d, path)
     return from_names(text.splitlines())

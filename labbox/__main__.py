@@ -26,7 +26,7 @@ def bring_up_services() -> aptrepo.AptRepo:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    repo = bring_up_services()
+    bring_up_services()
     key = hosts.ensure_ssh_key()
     started = hosts.ensure_hosts(args.hosts, "effdet-lab/simhost:latest", key, fresh=args.fresh)
     path = inventory.write_inventory(started, key)

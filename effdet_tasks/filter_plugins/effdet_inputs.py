@@ -42,18 +42,14 @@ def effdet_hparam_rules(dicts: Mapping[str, Any], name_pattern: str, value_patte
             rules.append({"var": var, "value": hparams, "rule": MAPPING_RULE, "ok": False})
             continue
         for key, value in hparams.items():
-            shown = {str(key): value}
-
-            def add(rule: str, ok: bool) -> None:
-                rules.append({"var": var, "value": shown, "rule": rule, "ok": bool(ok)})
-
-            add(NAME_RULE, _full(name_pattern, key))
             text = _scalar_text(value)
-            add(VALUE_RULE, text is not None and _full(value_pattern, text))
+            checks = [(NAME_RULE, _full(name_pattern, key)),
+                      (VALUE_RULE, text is not None and _full(value_pattern, text))]
             if key == "num_classes":
-                add(NUM_CLASSES_RULE, not isinstance(value, bool) and _full(r"[1-9][0-9]{0,5}", _scalar_text(value)))
+                checks.append((NUM_CLASSES_RULE, not isinstance(value, bool) and _full(r"[1-9][0-9]{0,5}", text)))
             elif key == "image_size":
-                add(IMAGE_SIZE_RULE, not isinstance(value, (bool, float)) and _full(image_size_pattern, _scalar_text(value)))
+                checks.append((IMAGE_SIZE_RULE, not isinstance(value, (bool, float)) and _full(image_size_pattern, text)))
+            rules.extend({"var": var, "value": {str(key): value}, "rule": rule, "ok": bool(ok)} for rule, ok in checks)
     return rules
 
 

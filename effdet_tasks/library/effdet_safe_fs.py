@@ -311,7 +311,7 @@ class Base:
                     return None
                 if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
                     raise self.refuse(parts, dir_fd, st) if stat.S_ISLNK(st.st_mode) else FsError(
-                        f"{self.shown(parts)} is {kind_of(st.st_mode)}, not a folder")
+                        f"{self.shown(parts)} is {kind_of(st.st_mode)}, not a folder") from exc
             raise
 
     def open_dir(self, parts: List[str], create: Optional[Tuple[int, Optional[int], Optional[int]]] = None,

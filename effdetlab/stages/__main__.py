@@ -2,7 +2,8 @@
 
 Stages: train (--detach: start in a new session, return at once), status, stop, export,
 benchmark (--detach too), benchmark-prepare (its exports only), benchmark-status, infer, commands (print the automl command
-lines), crosscheck (each benchmark mode by the stage vs by hand).  Exit: 0 ok, 1 automl failed (the named log says why), 2 bad input.
+lines), crosscheck (each benchmark mode by the stage vs by hand).
+Exit: 0 ok, 1 automl failed (the named log says why), 2 bad input.
 """
 
 import argparse

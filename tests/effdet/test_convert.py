@@ -45,7 +45,7 @@ def test_outputs_exist(clip_out: str) -> None:
     assert names == ["label_map.json", "label_map.yaml", "report.json", "report.md",
                      "train-00000-of-00001.tfrecord", "train_annotations.json"]
     with open(os.path.join(clip_out, "label_map.yaml"), encoding="utf-8") as f:
-        assert [l for l in f.read().splitlines() if not l.startswith("#")] == ['1: "cat"', '2: "dog"']
+        assert [line for line in f.read().splitlines() if not line.startswith("#")] == ['1: "cat"', '2: "dog"']
 
 
 def test_label_map_yaml_loads_in_automl(clip_out: str) -> None:
@@ -137,7 +137,7 @@ def test_records_parse_with_automl_decoder_spec(clip_out: str) -> None:
     assert len(parsed) == 11
     for p in parsed:
         assert p["shape"] == (375, 500, 3) and (p["height"], p["width"]) == (375, 500)
-        assert all(l in (1, 2) for l in p["labels"])
+        assert all(label in (1, 2) for label in p["labels"])
 
 
 def test_coco_json_matches_records(clip_out: str) -> None:
@@ -160,6 +160,8 @@ def test_coco_json_matches_records(clip_out: str) -> None:
                                      r["image/object/bbox/xmax"], r["image/object/bbox/ymax"]):
             bx, by, bw, bh = a["bbox"]
             assert bx == pytest.approx(x0 * img["width"], abs=1e-3)
+            assert by == pytest.approx(y0 * img["height"], abs=1e-3)
+            assert bx + bw == pytest.approx(x1 * img["width"], abs=1e-3)
             assert by + bh == pytest.approx(y1 * img["height"], abs=1e-3)
             assert a["area"] == pytest.approx(bw * bh)
     from pycocotools.coco import COCO  # loads as automl's evaluator does

@@ -3,7 +3,6 @@ output in tests/fixtures/automl-output/), plus one real CPU chain: train (killed
 -> export (saved_model + TFLite) -> benchmark (bm + e2e) -> infer -> benchreport."""
 from __future__ import annotations
 
-import glob
 import json
 import math
 import os
@@ -18,7 +17,7 @@ from conftest import REPO, run_cli
 from effdetlab.stages import config as cfgmod
 from effdetlab.stages import dialect as dl
 from effdetlab.stages.errors import StageInputError
-from effdetlab.stages.parsers import (TrainLogParser, last_error, parse_benchmark, parse_infer,
+from effdetlab.stages.parsers import (last_error, parse_benchmark, parse_infer,
                                       parse_train_log)
 
 FIX = os.path.join(REPO, "tests", "fixtures", "automl-output")

@@ -9,7 +9,6 @@ shape is written for real and verified both ways.
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 tf = pytest.importorskip("tensorflow")

@@ -109,7 +109,8 @@ def test_check_mode_on_a_bare_host_changes_nothing_and_names_the_changes(host, t
 def test_nested_settings_survive_a_converge_that_sets_nested_keys(host, tmp_path):
     config = json.loads(host.read(CONFIG))
     assert config["log-opts"] == {"max-size": "50m", "max-file": "3"}
-    assert config["default-ulimits"] == {**HAND_MADE["default-ulimits"], **NESTED["docker_daemon_extra_config"]["default-ulimits"]}
+    wanted_ulimits = NESTED["docker_daemon_extra_config"]["default-ulimits"]
+    assert config["default-ulimits"] == {**HAND_MADE["default-ulimits"], **wanted_ulimits}
     assert config["runtimes"]["admin-runc"] == HAND_MADE["runtimes"]["admin-runc"]
     assert config["runtimes"]["nvidia"] == {"path": "/usr/bin/nvidia-container-runtime"}
     for key in ("log-driver", "features", "labels"):

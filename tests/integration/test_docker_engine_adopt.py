@@ -33,7 +33,7 @@ DOUBLE_VERSION = "5:20.10.24~3-0~debian-bookworm"
 ADMIN_INSTALLS_DOCKER_CE = f"""
 systemctl is-system-running --wait >/dev/null || true
 install -m 0755 -d /etc/apt/keyrings
-python3 -c "import urllib.request; open('/etc/apt/keyrings/docker.asc', 'wb').write(urllib.request.urlopen('{APT_URL}/gpg').read())"
+python3 -c "import urllib.request as u; open('/etc/apt/keyrings/docker.asc', 'wb').write(u.urlopen('{APT_URL}/gpg').read())"
 chmod a+r /etc/apt/keyrings/docker.asc
 cat > /etc/apt/sources.list.d/docker.sources <<EOF
 Types: deb

@@ -57,7 +57,9 @@ STUB_DOCKERD = """#!/bin/sh
 # Stand-in for a Docker 23+ dockerd: --help lists --validate; --validate reads the file.
 case "$1" in
   --help) echo "      --validate    Validate daemon configuration and exit"; exit 0 ;;
-  --validate) grep -q '"bad-key"' "$3" && { echo 'unable to configure the Docker daemon with file '"$3"': the following directives don'"'"'t match any configuration option: bad-key' >&2; exit 1; }
+  --validate) grep -q '"bad-key"' "$3" && {
+                echo 'unable to configure the Docker daemon with file '"$3"': '\
+'the following directives don'"'"'t match any configuration option: bad-key' >&2; exit 1; }
               echo "configuration OK"; exit 0 ;;
 esac
 exit 2

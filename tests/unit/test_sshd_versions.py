@@ -141,7 +141,8 @@ EMULATED_SSHD = r"""#!/bin/sh
 # An sshd that knows only what OpenSSH {version}'s sshd_config(5) and tables list.
 fx=/stubs/known
 case "${{1:-}}" in
-  -V) echo "sshd: illegal option -- V" >&2; echo "OpenSSH_{version}p1 Ubuntu-4ubuntu0.7, OpenSSL 1.0.2n  7 Dec 2017" >&2; exit 1 ;;
+  -V) echo "sshd: illegal option -- V" >&2
+      echo "OpenSSH_{version}p1 Ubuntu-4ubuntu0.7, OpenSSL 1.0.2n  7 Dec 2017" >&2; exit 1 ;;
   -t) ;;
   *) exit 2 ;;
 esac
