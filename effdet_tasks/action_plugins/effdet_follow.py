@@ -7,7 +7,9 @@ goes, so a long run shows itself live:
   kind: train      one line per host with the step and loss when they change
   kind: benchmark  every measurement's own line ("line" in each progress record)
                    as it ends
-Returns the final status; fails when the run failed or timed out.
+Returns the final status; fails when the run failed or timed out. `run` is
+the status step (what follows `python -m`), run as effdet_stage runs a step:
+in effdet_tasks_container, as effdet_tasks_user, with effdet_tasks_exec_env.
 
 progress.jsonl lives in the lab user's folder: it is read through the
 effdet_safe_fs module (relative to `base`, the trusted host folder, never
@@ -35,15 +37,19 @@ STATUS_TRIES = 6
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("kind", "container", "user", "env", "argv", "base", "base_alias", "progress_src",
-                             "progress_dest", "poll_seconds", "timeout_minutes"))
+    _VALID_ARGS = frozenset(("kind", "run", "base", "base_alias", "progress_src", "progress_dest", "poll_seconds",
+                             "timeout_minutes"))
     _warned = False
 
     def _status(self, args: dict[str, Any], task_vars: dict[str, Any]) -> dict[str, Any]:
+        # As effdet_stage runs a step: in the lab container, as the lab user,
+        # with the environment and the interpreter every stage shares.
+        shared = self._templar.resolve_variable_expression
         res = self._execute_module(
             module_name="community.docker.docker_container_exec",
-            module_args={"container": args["container"], "user": args["user"], "env": args.get("env") or {},
-                         "argv": args["argv"]},
+            module_args={"container": shared("effdet_tasks_container"), "user": shared("effdet_tasks_user"),
+                         "env": shared("effdet_tasks_exec_env") or {},
+                         "argv": [str(shared("effdet_tasks_python")), "-m", *map(str, args["run"])]},
             task_vars=task_vars)
         if res.get("failed") or res.get("rc", 1) != 0:
             raise RuntimeError(f"status failed: {res.get('msg') or res.get('stderr')}")

@@ -1,4 +1,4 @@
-"""effdet_tasks' effdet_exec_error filter: a failed stage's message is its own words."""
+"""effdet_tasks' effdet_stage action: a failed stage's message is its own words."""
 from __future__ import annotations
 
 import importlib.util
@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-PLUGIN = REPO / "effdet_tasks" / "filter_plugins" / "exec_error.py"
-spec = importlib.util.spec_from_file_location("exec_error", PLUGIN)
-exec_error = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(exec_error)
+PLUGIN = REPO / "effdet_tasks" / "action_plugins" / "effdet_stage.py"
+spec = importlib.util.spec_from_file_location("effdet_stage", PLUGIN)
+effdet_stage = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(effdet_stage)
 
 
 def stage(*args: str) -> dict:
@@ -25,23 +25,23 @@ def test_the_stages_own_error_line_is_the_message(tmp_path):
     config.write_text('{"model_name": "efficientdet-d0"}')
     result = stage("export", "--config", str(config))
     assert result["rc"] == 2
-    message = exec_error.effdet_exec_error(result, "the export on labhost-1")
+    message = effdet_stage.exec_error(result, "the export on labhost-1")
     assert message == "the export on labhost-1 failed (exit 2): effdetlab.stages export: error: config: run_dir is required"
 
 
 def test_the_last_error_line_wins_over_tensorflow_noise():
     noise = "\n".join(f"W1130 02:21:4{i}.80 deprecation.py:50] something is deprecated" for i in range(8))
     result = {"rc": 1, "stderr": noise + "\nerror: --num-shards must be 'auto' or an integer, got 'x'\n"}
-    assert exec_error.effdet_exec_error(result, "conversion").endswith(
+    assert effdet_stage.exec_error(result, "conversion").endswith(
         "failed (exit 1): error: --num-shards must be 'auto' or an integer, got 'x'")
 
 
 def test_without_an_error_line_the_last_lines_are_shown():
     result = {"rc": 137, "stderr": "\n".join(f"line {i}" for i in range(10)) + "\n\n"}
-    assert exec_error.effdet_exec_error(result, "inference") == (
+    assert effdet_stage.exec_error(result, "inference") == (
         "inference failed (exit 137): line 5 / line 6 / line 7 / line 8 / line 9")
 
 
 def test_silent_failures_say_so():
-    assert exec_error.effdet_exec_error({"rc": 1, "stderr": "", "stdout": ""}, "x") == "x failed (exit 1): no output"
-    assert exec_error.effdet_exec_error({"rc": 3, "stdout": "only stdout\n"}, "x") == "x failed (exit 3): only stdout"
+    assert effdet_stage.exec_error({"rc": 1, "stderr": "", "stdout": ""}, "x") == "x failed (exit 1): no output"
+    assert effdet_stage.exec_error({"rc": 3, "stdout": "only stdout\n"}, "x") == "x failed (exit 3): only stdout"
