@@ -58,7 +58,7 @@ RENDER = """\
         dest: "{out}/{{{{ inventory_hostname }}}}/{{{{ item.key }}}}"
         mode: "0644"
       loop: "{{{{ lab_image_context_templates | dict2items }}}}"
-"""
+{extra_tasks}"""
 
 
 def profiles() -> List[str]:
@@ -67,11 +67,15 @@ def profiles() -> List[str]:
     return sorted(defaults["lab_image_profiles"])
 
 
-def render(out: Path) -> Dict[str, Path]:
-    """Render every profile's context into out/<profile>/; {profile: folder}."""
+def render(out: Path, extra_tasks: str = "") -> Dict[str, Path]:
+    """Render every profile's context into out/<profile>/; {profile: folder}.
+
+    extra_tasks: more tasks (YAML, indented as the play's task list) that run
+    with the role's variables for each profile; "{out}" in them is out.
+    """
     names = profiles()
     play = out / "render.yml"
-    play.write_text(RENDER.format(role=ROLE, out=out))
+    play.write_text(RENDER.format(role=ROLE, out=out, extra_tasks=extra_tasks.replace("{out}", str(out))))
     env = {**os.environ, "ANSIBLE_FILTER_PLUGINS": str(ROLE / "filter_plugins"),
            "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false",
            "ANSIBLE_CONFIG": str(out / "none.cfg"), "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.minimal",

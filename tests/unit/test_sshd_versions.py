@@ -26,7 +26,9 @@ from labbox.images import BASE_IMAGE, ensure_base, image_exists
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "openssh"
 sys.path.insert(0, str(REPO / "roles" / "lab_image" / "filter_plugins"))
+sys.path.insert(0, str(REPO / "tools"))
 import lab_sshd  # noqa: E402
+import lint_image  # noqa: E402
 
 DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
 AUDIT = str(Path(sys.executable).with_name("ssh-audit"))
@@ -37,27 +39,13 @@ CLASSICAL_KEX = ["curve25519-sha256", "curve25519-sha256@libssh.org", "diffie-he
 ALGORITHMS = {"KexAlgorithms": "kex", "Ciphers": "ciphers", "MACs": "macs", "HostKeyAlgorithms": "keys"}
 SUITES = {"bullseye": ("effdet-lab/debian:bullseye", "8.4", "8.2"), "bookworm": (BASE_IMAGE, "9.2", "8.7")}
 
-RENDER = """\
-- name: Render the lab image's sshd files as the lab_image role does
-  hosts: localhost
-  connection: local
-  gather_facts: false
-  vars_files: ["{repo}/roles/lab_image/defaults/main.yml", "{repo}/roles/lab_image/vars/main.yml"]
-  vars:
-    role_path: "{repo}/roles/lab_image"
-  tasks:
-    - name: Render every context file but the Dockerfile
-      ansible.builtin.copy:
-        content: "{{{{ lookup('ansible.builtin.template', lab_image_templates_dir ~ '/' ~ item.value,
-                   template_vars={{'lab_image_context_file': item.key}}) }}}}"
-        dest: "{out}/{{{{ item.key }}}}"
-        mode: "0644"
-      loop: "{{{{ lab_image_context_templates | dict2items | rejectattr('key', 'equalto', 'Dockerfile') }}}}"
+# With the role's variables, beside each profile's rendered context.
+SSHD_VARS_TASK = """\
     - name: Write the role's sshd variables
       ansible.builtin.copy:
-        content: "{{{{ {{'bands': lab_image_sshd_bands, 'versions': lab_image_sshd_versions,
-                     'context': lab_image_context_templates}} | to_json }}}}"
-        dest: "{out}/vars.json"
+        content: "{{ {'bands': lab_image_sshd_bands, 'versions': lab_image_sshd_versions,
+                     'context': lab_image_context_templates} | to_json }}"
+        dest: "{out}/{{ inventory_hostname }}/vars.json"
         mode: "0644"
 """
 
@@ -83,17 +71,8 @@ def settings(text: str) -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("sshd-context")
-    play = out.parent / f"{out.name}-render.yml"
-    play.write_text(RENDER.format(repo=REPO, out=out))
-    env = {"ANSIBLE_FILTER_PLUGINS": str(REPO / "roles" / "lab_image" / "filter_plugins"),
-           "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false",
-           "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
-    r = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", "localhost,", str(play),
-                        "-e", f"ansible_python_interpreter={sys.executable}"],
-                       capture_output=True, text=True, cwd=REPO, env=env, timeout=300, check=False)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
-    return out
+    """The cpu profile's build context, rendered as the lab_image role renders it (tools/lint_image.py)."""
+    return lint_image.render(tmp_path_factory.mktemp("sshd-context"), extra_tasks=SSHD_VARS_TASK)["cpu"]
 
 
 def test_bands_follow_the_version_table(rendered):
