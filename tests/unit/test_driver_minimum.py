@@ -1,7 +1,8 @@
 """The minimum NVIDIA driver of each GPU image profile (lab_image, issue #10).
 
-The driver version is read with the one CSV parser of the lab_image filter
-plugin (roles/lab_image/filter_plugins/lab_profile.py), here on recorded real
+The driver version is read with the one CSV parser that the lab_image filter
+plugin (roles/lab_image/filter_plugins/lab_profile.py) and the verifier share
+(plugins/module_utils/nvidia_smi.py), here on recorded real
 `nvidia-smi` output (tests/fixtures/nvidia-smi/, SOURCES.md) and on synthetic
 one-line outputs, which are marked as such. The profiles are the role's own
 (roles/lab_image/defaults/main.yml).
@@ -155,6 +156,10 @@ def test_the_compute_cap_parser_is_the_same_parser():
         lp.parse_driver_versions(fixture("csv_noheader_h100nvl_1gpu.csv"))  # no such field: a header?
     with pytest.raises(ValueError, match="not a driver version: 'N/A'"):
         lp.parse_driver_versions("515.57\nN/A\n")  # SYNTHETIC
+    with pytest.raises(ValueError, match=r"no driver_version column in the queried fields \['name', 'pci.device_id'\]"):
+        lp.parse_driver_versions(fixture("csv_noheader_h100nvl_1gpu.csv"), ["name", "pci.device_id"])
+    with pytest.raises(ValueError, match="19 columns, neither a header nor the queried fields"):
+        lp.parse_driver_versions(fixture("csv_noheader_nounits_rtx2080_1gpu.csv"))  # not its first column
 
 
 @pytest.mark.parametrize("result,version", [
@@ -312,6 +317,7 @@ def test_the_preflight_reads_the_driver_before_anything_changes():
     expr = pick["ansible.builtin.set_fact"]["lab_image_choice"]
     assert "driver=lab_image_nvidia_smi_driver" in expr and "host=inventory_hostname" in expr
     assert names.index(query["name"]) < names.index("Pick the image profile") \
-        < names.index("Refuse a profile that does not fit this host") < names.index("Look for the base image on the host")
+        < names.index("Refuse a profile that does not fit this host") \
+        < names.index("Look for the base image on the host")
     main = yaml.safe_load((ROLE / "tasks" / "main.yml").read_text())
     assert main[0]["ansible.builtin.include_tasks"] == "preflight.yml"  # before the pull and the build

@@ -1,5 +1,9 @@
 """Table-driven tests of tests/infra/nvidia_smi.py on recorded real nvidia-smi
-output (tests/fixtures/nvidia-smi/, provenance in SOURCES.md)."""
+output (tests/fixtures/nvidia-smi/, provenance in SOURCES.md).
+
+The parsers it exports are plugins/module_utils/nvidia_smi.py and
+gpu_request.py, which the lab_image and lab_container filters use too
+(tests/unit/test_one_parser.py)."""
 
 from __future__ import annotations
 
@@ -299,6 +303,8 @@ SELECT_CASES = [
     (MIXED, "device=1", [1]),
     (MIXED, "1", [0]),
     (MIG4, "device=0,3", [0, 3]),
+    (MIG4, "'\"device=3,1\"'", [1, 3]),
+    (MIG4, '"capabilities=compute,utility",count=2', [0, 1]),
 ]
 
 
@@ -352,6 +358,11 @@ def test_select_mig_and_whole_gpu() -> None:
         (V100, "gpus=2"),
         (V100, "count=2,device=1"),
         (V100, "device=nvidia0"),
+        (V100, "devices=1"),  # docker's key is device=
+        (V100, "device=1,1"),  # listed twice
+        (V100, "none"),  # no GPU requested: nothing to select
+        (MIG4, "device=0:4"),  # GPU 0 has MIG devices 0..3
+        (MIG4, "device=MIG-1aae4990-b962-574e-8375-119d6d9b9687"),  # another host's MIG device
     ],
 )
 def test_select_gpus_rejects(gpus, request_) -> None:

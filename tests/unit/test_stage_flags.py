@@ -113,6 +113,5 @@ def test_each_stage_writes_the_stage_config_into_its_own_file_and_runs_with_it(s
     writes = [t["effdet_safe_fs"] for t in tasks if t.get("effdet_safe_fs", {}).get("op") == "write"
               and t["effdet_safe_fs"]["path"].endswith("/" + config_file)]
     assert len(writes) == 1 and writes[0]["content"] == "{{ effdet_tasks_run_config | to_nice_json }}\n"
-    runs = [t["community.docker.docker_container_exec"]["argv"] for t in tasks
-            if stage in t.get("community.docker.docker_container_exec", {}).get("argv", [])]
+    runs = [t["effdet_stage"]["run"] for t in tasks if stage in t.get("effdet_stage", {}).get("run", [])]
     assert runs and all(argv[argv.index("--config") + 1].endswith(config_file) for argv in runs), runs

@@ -3,94 +3,34 @@
 Free of Ansible imports beyond the filter registration, so that
 tests/unit/test_lab_profile.py and tests/unit/test_driver_minimum.py exercise
 it directly with recorded `nvidia-smi` outputs (tests/fixtures/nvidia-smi/).
+The `nvidia-smi` output itself (compute capability, driver version) is parsed
+once, in plugins/module_utils/nvidia_smi.py, which the verifier
+(tests/infra/nvidia_smi.py) uses too.
 """
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
-# nvidia-smi exit status 6: "No devices were found" (driver loaded, no GPU).
-NVSMI_NO_DEVICES = 6
-_CC = re.compile(r"^\s*(\d+)\.(\d+)\s*$")
-# An NVIDIA driver version as nvidia-smi prints it: 470.82.01, 535.104.05, 515.57.
-_DRIVER = re.compile(r"^\s*(\d+(?:\.\d+){0,3})\s*$")
+try:
+    from ansible_collections.effdet_lab.lab.plugins.module_utils import nvidia_smi
+except ImportError:  # the plain repository (roles_path=roles): the same file, by path
+    import os
+    import runpy
+
+    _by_path = os.path.join(os.path.dirname(os.path.realpath(__file__)), "../../../plugins/module_utils/by_path.py")
+    nvidia_smi = runpy.run_path(_by_path)["load"]("nvidia_smi")
+
+# The parsers, under the names this module has always had (tests and filters use them).
+NVSMI_NO_DEVICES = nvidia_smi.NO_DEVICES_RC  # nvidia-smi's exit status for "No devices were found"
+_cc_tuple = nvidia_smi.compute_cap_tuple
+driver_tuple = nvidia_smi.driver_tuple
+driver_at_least = nvidia_smi.driver_at_least
+parse_query_column = nvidia_smi.parse_query_column
+parse_compute_caps = nvidia_smi.parse_compute_caps
+parse_driver_versions = nvidia_smi.parse_driver_versions
+
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-
-
-def _cc_tuple(text: Any) -> Optional[tuple[int, int]]:
-    if text is None:
-        return None
-    m = _CC.match(str(text))
-    return (int(m.group(1)), int(m.group(2))) if m else None
-
-
-def driver_tuple(text: Any) -> Optional[tuple[int, ...]]:
-    """'535.54.03' -> (535, 54, 3): numbers per dot-separated part; None if not a version.
-
-    Compared part by part as numbers (470.82.01 < 535.54.03, 535.104.05 >
-    535.54.03); use driver_at_least, which pads missing parts with 0."""
-    if text is None or isinstance(text, (bool, float)):
-        return None  # a float has lost its parts: YAML reads 450.80 as 450.8
-    m = _DRIVER.match(str(text))
-    return tuple(int(p) for p in m.group(1).split(".")) if m else None
-
-
-def driver_at_least(version: Any, minimum: Any) -> bool:
-    """True when driver `version` >= `minimum`, numerically per part ('535' == '535.0.0').
-
-    Raises ValueError on anything that is not a driver version."""
-    a, b = driver_tuple(version), driver_tuple(minimum)
-    if a is None or b is None:
-        raise ValueError(f"not a driver version: {version if a is None else minimum!r}")
-    width = max(len(a), len(b))
-    return a + (0,) * (width - len(a)) >= b + (0,) * (width - len(b))
-
-
-def parse_query_column(stdout: str, field: str, valid: Callable[[str], Any], what: str,
-                       fields: Optional[Sequence[str]] = None) -> list[str]:
-    """One field's values from `nvidia-smi --query-gpu=... --format=csv[,noheader][,nounits]`.
-
-    One value per GPU, in index order. With a header line the field's column
-    is found by name (a unit suffix such as `memory.total [MiB]` is ignored);
-    without one, `fields` names the queried fields in order, or else the
-    first column is taken. A first line whose first cell is not a valid value
-    is a header. Raises ValueError on anything else (valid(value) falsy)."""
-    lines = [ln.strip() for ln in (stdout or "").splitlines() if ln.strip()]
-    column = list(fields).index(field) if fields and field in fields else 0
-    first = lines[0].split(",") if lines else []
-    if lines and not valid(first[column].strip() if column < len(first) else ""):
-        header = [re.sub(r"\s*\[[^\]]*\]$", "", h.strip()) for h in lines[0].split(",")]
-        if field not in header:
-            raise ValueError(f"no {field} column in {lines[0]!r}")
-        column = header.index(field)
-        lines = lines[1:]
-    values = []
-    for line in lines:
-        cells = [c.strip() for c in line.split(",")]
-        value = cells[column] if column < len(cells) else ""
-        if not valid(value):
-            raise ValueError(f"not {what}: {value!r} (line {line!r})")
-        values.append(value)
-    return values
-
-
-def parse_compute_caps(stdout: str) -> list[str]:
-    """Compute capabilities from `nvidia-smi --query-gpu=compute_cap --format=csv[,noheader]`.
-
-    One value per GPU, in index order. A header line (`compute_cap`) is
-    skipped; when other fields were queried too, the compute_cap column is
-    taken (with a header) or the first column (without). Raises ValueError on
-    anything else.
-    """
-    return parse_query_column(stdout, "compute_cap", _cc_tuple, "a compute capability")
-
-
-def parse_driver_versions(stdout: str, fields: Optional[Sequence[str]] = None) -> list[str]:
-    """Driver versions from `nvidia-smi --query-gpu=driver_version --format=csv[,noheader]`.
-
-    One value per GPU (one driver serves them all, so they are equal);
-    header and column handling as parse_query_column. Raises ValueError."""
-    return parse_query_column(stdout, "driver_version", driver_tuple, "a driver version", fields)
 
 
 def _nvsmi_run(result: Optional[Mapping[str, Any]]) -> tuple[str, str]:
@@ -106,7 +46,7 @@ def _nvsmi_run(result: Optional[Mapping[str, Any]]) -> tuple[str, str]:
         msg.startswith("Error executing command") and not out.strip())
     if rc in (None, 127) or missing:
         return "absent", "no nvidia-smi on the host"
-    if rc == NVSMI_NO_DEVICES or "No devices were found" in out:
+    if rc == NVSMI_NO_DEVICES or nvidia_smi.NO_DEVICES_MESSAGE in out:
         return "none", "nvidia-smi finds no GPU"
     if rc != 0:
         detail = " ".join(out.split())[:300] or msg
@@ -265,11 +205,12 @@ def lab_image_choose_profile(
         if profile.get("gpu") and caps and not _fits(profile, caps):
             bad = [c for c in caps if not _fits(profile, [c])]
             if not force:
+                fitting = [n for n in auto_order if n in profiles and _fits(profiles[n], caps)]
                 return fail(
                     f"profile {requested} ({profile.get('description', profile.get('base'))}) supports "
                     f"{_range(profile)}, but this host has GPU(s) of compute capability {', '.join(bad)}: "
                     f"its TensorFlow ships no kernels for them and would fall back to the CPU or fail. "
-                    f"Use a profile that fits ({', '.join(n for n in auto_order if n in profiles and _fits(profiles[n], caps)) or 'none'}), "
+                    f"Use a profile that fits ({', '.join(fitting) or 'none'}), "
                     f"or set lab_image_profile_force: true to build it anyway."
                 )
             result["reason"] = f"{requested} forced by the inventory despite compute capability {', '.join(bad)}"
