@@ -44,12 +44,15 @@ demo: setup
 	$(BIN)/python -m labbox demo --hosts $(HOSTS)
 
 # Every language we write: YAML and Ansible, Python (ruff.toml), and the
-# lab image's rendered Dockerfiles and shell (hadolint, shellcheck; .hadolint.yaml).
+# lab image's rendered Dockerfiles and shell (hadolint, shellcheck; .hadolint.yaml);
+# and the role READMEs and the example inventory's variable list are what
+# tools/role_docs.py generates from the roles' argument specs.
 lint: venv
 	$(BIN)/yamllint --strict .
 	$(BIN)/ansible-lint --profile production
 	$(BIN)/ruff check .
 	$(BIN)/python tools/lint_image.py
+	$(BIN)/python tools/role_docs.py --check
 
 # Tests that need nothing of the shared lab (labhost-1..N, the molecule host,
 # results/): the unit tests and the modules that work on scratch hosts of
