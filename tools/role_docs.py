@@ -55,12 +55,8 @@ _NoAliasDumper.add_representer(str, _NoAliasDumper.represent_str)
 
 
 def role_dirs(repo: Path = REPO) -> list[Path]:
-    """Every role of the repository: roles/* and the effdet_tasks role."""
-    dirs = sorted(p.parent.parent for p in repo.glob("roles/*/meta/argument_specs.yml"))
-    effdet = repo / "effdet_tasks"
-    if (effdet / "meta" / "argument_specs.yml").is_file():
-        dirs.append(effdet)
-    return dirs
+    """Every role of the repository (roles/*; the top-level effdet_tasks/ is a link to its role)."""
+    return sorted(p.parent.parent for p in repo.glob("roles/*/meta/argument_specs.yml"))
 
 
 def load_specs(role_dir: Path) -> dict[str, dict]:

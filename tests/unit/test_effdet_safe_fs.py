@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("effdet_safe_fs", REPO / "effdet_tasks/library/effdet_safe_fs.py")
+spec = importlib.util.spec_from_file_location("effdet_safe_fs", REPO / "roles/effdet_tasks/library/effdet_safe_fs.py")
 fs = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(fs)
 
@@ -442,8 +442,8 @@ def test_sync_refuses_a_link_as_the_mirror_itself(lab, tmp_path):
 
 
 def ansible_env() -> dict:
-    return {**os.environ, "ANSIBLE_LIBRARY": str(REPO / "effdet_tasks/library"),
-            "ANSIBLE_ACTION_PLUGINS": str(REPO / "effdet_tasks/action_plugins"),
+    return {**os.environ, "ANSIBLE_LIBRARY": str(REPO / "roles/effdet_tasks/library"),
+            "ANSIBLE_ACTION_PLUGINS": str(REPO / "roles/effdet_tasks/action_plugins"),
             "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
 
 

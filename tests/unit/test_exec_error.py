@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-PLUGIN = REPO / "effdet_tasks" / "action_plugins" / "effdet_stage.py"
+PLUGIN = REPO / "roles" / "effdet_tasks" / "action_plugins" / "effdet_stage.py"
 spec = importlib.util.spec_from_file_location("effdet_stage", PLUGIN)
 effdet_stage = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(effdet_stage)

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 VALIDATE = {
     "lab_image": REPO / "roles/lab_image/tasks/validate.yml",
     "lab_container": REPO / "roles/lab_container/tasks/validate.yml",
-    "effdet_tasks": REPO / "effdet_tasks/tasks/validate.yml",
+    "effdet_tasks": REPO / "roles/effdet_tasks/tasks/validate.yml",
 }
 REF = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
 
@@ -31,7 +31,7 @@ def load_plugin(path: str, name: str):
     return module
 
 
-inputs = load_plugin("effdet_tasks/filter_plugins/effdet_inputs.py", "effdet_inputs")
+inputs = load_plugin("roles/effdet_tasks/filter_plugins/effdet_inputs.py", "effdet_inputs")
 lab_profile = load_plugin("roles/lab_image/filter_plugins/lab_profile.py", "lab_profile")
 
 

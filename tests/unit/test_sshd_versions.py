@@ -83,7 +83,7 @@ def test_bands_follow_the_version_table(rendered):
     assert bands | {"Dockerfile", "sshd-setup", "sudoers", "entrypoint", "authorized_keys"} == set(info["context"])
     for band in bands:
         assert (rendered / band).is_file()
-    dockerfile = (REPO / "templates" / "Dockerfile.j2").read_text()
+    dockerfile = (REPO / "roles" / "lab_image" / "templates" / "Dockerfile.j2").read_text()
     assert "COPY sshd-setup {{ lab_image_sshd_band_files.keys()" in dockerfile
     assert "sh /tmp/effdet-lab-sshd/sshd-setup /tmp/effdet-lab-sshd" in dockerfile
 

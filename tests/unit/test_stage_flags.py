@@ -20,7 +20,7 @@ from effdetlab.stages import config as cfgmod
 from effdetlab.stages import dialect as dl
 
 REPO = Path(__file__).resolve().parents[2]
-ROLE = REPO / "effdet_tasks"
+ROLE = REPO / "roles" / "effdet_tasks"
 
 
 def stage_config() -> dict:

@@ -23,7 +23,8 @@ def converge_with(tmp_path: Path, extra_config: dict) -> tuple[int, str]:
     proc = subprocess.run(
         ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"],
          str(PROJECT / "playbooks" / "host.yml"), "-e", f"@{bad}"],
-        capture_output=True, text=True, env={**os.environ, "ANSIBLE_ROLES_PATH": str(PROJECT / "roles")},
+        capture_output=True, text=True, env={**os.environ, "ANSIBLE_ROLES_PATH": str(PROJECT / "roles"),
+                                              "ANSIBLE_COLLECTIONS_PATH": str(PROJECT / "collections")},
         check=False,
     )
     return proc.returncode, " ".join((proc.stdout + proc.stderr).split())

@@ -1,0 +1,1 @@
+../../roles/docker_daemon/filter_plugins/daemon_config.py

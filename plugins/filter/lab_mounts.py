@@ -1,0 +1,1 @@
+../../roles/lab_container/filter_plugins/lab_mounts.py

@@ -1,0 +1,1 @@
+../../roles/lab_image/filter_plugins/lab_sshd.py

@@ -1,0 +1,1 @@
+../../roles/apt_signed_source/library/apt_signed_source_key.py

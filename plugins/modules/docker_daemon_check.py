@@ -1,0 +1,1 @@
+../../roles/docker_daemon/library/docker_daemon_check.py

@@ -1,0 +1,1 @@
+../../roles/effdet_tasks/library/effdet_safe_fs.py
