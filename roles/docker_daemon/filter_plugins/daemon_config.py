@@ -154,13 +154,14 @@ KEY_TYPES: dict[str, str] = {
 
 def daemon_config_type_errors(config: dict[str, Any], variable: str) -> list[dict[str, Any]]:
     """For each key of config (what the inventory sets) whose value is not of the JSON
-    type dockerd expects: {"var": "<variable>['key']", "value": ..., "rule": ...}.
-    Unknown keys pass."""
+    type dockerd expects, a broken input rule: {"var": "<variable>['key']", "value": ...,
+    "rule": ..., "ok": False}. Unknown keys pass."""
     errors = []
     for key, value in config.items():
         rule = KEY_TYPES.get(key)
         if rule and not _has_type(value, rule):
-            errors.append({"var": f"{variable}[{key!r}]", "value": value, "rule": f"dockerd expects {_RULE_TEXT[rule]}"})
+            errors.append({"var": f"{variable}[{key!r}]", "value": value, "rule": f"dockerd expects {_RULE_TEXT[rule]}",
+                           "ok": False})
     return errors
 
 
