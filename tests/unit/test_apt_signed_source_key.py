@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import importlib.util
 import json
 import os
 import shutil
@@ -24,15 +23,12 @@ from pathlib import Path
 from typing import Dict, Iterator, List
 
 import pytest
+from pathload import load_module
 
 REPO = Path(__file__).resolve().parents[2]
 LIBRARY = REPO / "roles" / "apt_signed_source" / "library"
 MODULE = LIBRARY / "apt_signed_source_key.py"
-_spec = importlib.util.spec_from_file_location("apt_signed_source_key", MODULE)
-assert _spec and _spec.loader
-m = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = m  # dataclasses look their module up there
-_spec.loader.exec_module(m)
+m = load_module(MODULE, "apt_signed_source_key")
 
 SUFFIX = "Nothing was trusted or written."
 GPG = shutil.which("gpg") or "gpg"

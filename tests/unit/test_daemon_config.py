@@ -1,15 +1,13 @@
 """The pure daemon.json logic of the docker_daemon role."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from pathload import load_module
 
 PLUGIN = Path(__file__).resolve().parents[2] / "roles" / "docker_daemon" / "filter_plugins" / "daemon_config.py"
-spec = importlib.util.spec_from_file_location("daemon_config", PLUGIN)
-dc = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(dc)
+dc = load_module(PLUGIN, "daemon_config")
 
 HAND_MADE = {
     "log-driver": "json-file",

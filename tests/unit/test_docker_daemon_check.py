@@ -2,13 +2,11 @@
 on, and which of its log lines say why it stopped."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
+from pathload import load_module
 
 MODULE = Path(__file__).resolve().parents[2] / "roles" / "docker_daemon" / "library" / "docker_daemon_check.py"
-spec = importlib.util.spec_from_file_location("docker_daemon_check", MODULE)
-check = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(check)
+check = load_module(MODULE, "docker_daemon_check")
 
 CANDIDATE = {
     "data-root": "/srv/docker", "hosts": ["unix:///var/run/docker.sock", "tcp://0.0.0.0:2376"],

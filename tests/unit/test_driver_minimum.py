@@ -9,29 +9,19 @@ one-line outputs, which are marked as such. The profiles are the role's own
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from pathload import load_module
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "nvidia-smi"
 ROLE = REPO / "roles" / "lab_image"
 
 
-def _load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-lp = _load(ROLE / "filter_plugins" / "lab_profile.py", "effdet_lab_profile_driver")
-infra = _load(REPO / "tests" / "infra" / "nvidia_smi.py", "effdet_nvidia_smi_driver")
+lp = load_module(ROLE / "filter_plugins" / "lab_profile.py", "effdet_lab_profile_driver")
+infra = load_module(REPO / "tests" / "infra" / "nvidia_smi.py", "effdet_nvidia_smi_driver")
 
 DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
 PROFILES = DEFAULTS["lab_image_profiles"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import io
 import json
 import os
@@ -21,11 +20,10 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from pathload import load_module
 
 REPO = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("effdet_safe_fs", REPO / "roles/effdet_tasks/library/effdet_safe_fs.py")
-fs = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(fs)
+fs = load_module(REPO / "roles/effdet_tasks/library/effdet_safe_fs.py", "effdet_safe_fs")
 
 SECRET = "root:$6$canary-shadow-line:19000:0:99999:7:::\n"
 

@@ -1,16 +1,14 @@
 """effdet_tasks' effdet_stage action: a failed stage's message is its own words."""
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+from pathload import load_module
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN = REPO / "roles" / "effdet_tasks" / "action_plugins" / "effdet_stage.py"
-spec = importlib.util.spec_from_file_location("effdet_stage", PLUGIN)
-effdet_stage = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(effdet_stage)
+effdet_stage = load_module(PLUGIN, "effdet_stage")
 
 
 def stage(*args: str) -> dict:

@@ -8,12 +8,12 @@ runs the same rules through site.yml.
 """
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
 import pytest
 import yaml
+from pathload import load_module
 
 REPO = Path(__file__).resolve().parents[2]
 VALIDATE = {
@@ -25,10 +25,7 @@ REF = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
 
 
 def load_plugin(path: str, name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(REPO / path, name)
 
 
 inputs = load_plugin("roles/effdet_tasks/filter_plugins/effdet_inputs.py", "effdet_inputs")

@@ -5,17 +5,13 @@ The grammar is plugins/module_utils/gpu_request.py, shared with the verifier
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from pathload import load_module
 
 REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location(
-    "effdet_lab_gpus", REPO / "roles" / "lab_container" / "filter_plugins" / "lab_gpus.py")
-assert _spec and _spec.loader
-g = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(g)
+g = load_module(REPO / "roles" / "lab_container" / "filter_plugins" / "lab_gpus.py", "effdet_lab_gpus")
 
 UUID1 = "GPU-f3da2e71-6e43-729a-e3ae-f731ed96d50c"  # tests/fixtures/nvidia-smi/csv_header_gtx1060-1080ti_5gpu_uuid.csv
 UUID2 = "GPU-15ea7bf9-1a0e-2d7f-9c62-c28e5ca1aaf1"

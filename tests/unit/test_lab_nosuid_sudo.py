@@ -1,21 +1,17 @@
 """lab_container_volumes_nosuid's mountinfo filters, and verify's sudo and nosuid expectations."""
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
+from pathload import load_module
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def load(path: str, name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module     # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_module(REPO / path, name)
 
 
 mounts = load("roles/lab_container/filter_plugins/lab_mounts.py", "lab_mounts")

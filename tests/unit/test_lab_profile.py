@@ -1,18 +1,14 @@
 """The lab_image role's profile chooser and id checks, fed with recorded nvidia-smi output."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from pathload import load_module
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "nvidia-smi"
-_spec = importlib.util.spec_from_file_location(
-    "effdet_lab_profile", REPO / "roles" / "lab_image" / "filter_plugins" / "lab_profile.py")
-assert _spec and _spec.loader
-lp = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(lp)
+lp = load_module(REPO / "roles" / "lab_image" / "filter_plugins" / "lab_profile.py", "effdet_lab_profile")
 
 PROFILES = {
     "tf2.1-gpu": {"base": "tensorflow/tensorflow:2.1.0-gpu-py3", "gpu": True,

@@ -7,21 +7,16 @@ gpu_request.py, which the lab_image and lab_container filters use too
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from pathload import load_module
 
 TESTS = Path(__file__).resolve().parents[1]
 FIXTURES = TESTS / "fixtures" / "nvidia-smi"
 
 # tests/infra is not a package; load the module by path under a private name.
-_spec = importlib.util.spec_from_file_location("effdet_nvidia_smi", TESTS / "infra" / "nvidia_smi.py")
-assert _spec and _spec.loader
-nvidia_smi = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = nvidia_smi
-_spec.loader.exec_module(nvidia_smi)
+nvidia_smi = load_module(TESTS / "infra" / "nvidia_smi.py", "effdet_nvidia_smi")
 
 GpuRequestError = nvidia_smi.GpuRequestError
 driver_at_least = nvidia_smi.driver_at_least

@@ -13,7 +13,6 @@ must also run, and answer the same, under Python 3.6.
 from __future__ import annotations
 
 import glob
-import importlib.util
 import json
 import re
 import runpy
@@ -23,24 +22,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from pathload import load_module
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "nvidia-smi"
 MODULE_UTILS = REPO / "plugins" / "module_utils"
 
 
-def _load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-role_gpus = _load(REPO / "roles" / "lab_container" / "filter_plugins" / "lab_gpus.py", "effdet_one_parser_lab_gpus")
-role_image = _load(REPO / "roles" / "lab_image" / "filter_plugins" / "lab_profile.py", "effdet_one_parser_lab_profile")
-verifier = _load(REPO / "tests" / "infra" / "nvidia_smi.py", "effdet_one_parser_nvidia_smi")
+role_gpus = load_module(REPO / "roles" / "lab_container" / "filter_plugins" / "lab_gpus.py", "effdet_one_parser_lab_gpus")
+role_image = load_module(REPO / "roles" / "lab_image" / "filter_plugins" / "lab_profile.py", "effdet_one_parser_lab_profile")
+verifier = load_module(REPO / "tests" / "infra" / "nvidia_smi.py", "effdet_one_parser_nvidia_smi")
 _by_path = runpy.run_path(str(MODULE_UTILS / "by_path.py"))["load"]
 shared_gpus = _by_path("gpu_request")
 shared_nvsmi = _by_path("nvidia_smi")

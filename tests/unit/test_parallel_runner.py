@@ -1,14 +1,12 @@
 """tests/parallel.py: the suite split into two pytest processes that run side by side."""
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
+from pathload import load_module
 
 RUNNER = Path(__file__).resolve().parents[1] / "parallel.py"
-spec = importlib.util.spec_from_file_location("parallel_runner", RUNNER)
-parallel = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(parallel)
+parallel = load_module(RUNNER, "parallel_runner")
 
 
 def test_the_main_pytest_ignores_what_runs_beside_it():
