@@ -76,9 +76,13 @@ def render(out: Path, extra_tasks: str = "") -> Dict[str, Path]:
     names = profiles()
     play = out / "render.yml"
     play.write_text(RENDER.format(role=ROLE, out=out, extra_tasks=extra_tasks.replace("{out}", str(out))))
-    env = {**os.environ, "ANSIBLE_FILTER_PLUGINS": str(ROLE / "filter_plugins"),
+    # Ansible's own defaults (an empty config: a missing one would fall back to
+    # the repository's ansible.cfg), and the role's filters by their FQCN from
+    # this checkout as the collection effdet_lab.lab.
+    (out / "empty.cfg").write_text("")
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(REPO / "collections"),
            "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false",
-           "ANSIBLE_CONFIG": str(out / "none.cfg"), "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.minimal",
+           "ANSIBLE_CONFIG": str(out / "empty.cfg"), "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.minimal",
            "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
     r = subprocess.run([str(BIN / "ansible-playbook"), "-i", ",".join(names) + ",", str(play),
                         "-e", f"ansible_python_interpreter={sys.executable}"],
