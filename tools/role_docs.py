@@ -39,6 +39,19 @@ INLINE_MAX = 110
 SUMMARY_MAX = 110
 
 
+class Unsafe(str):
+    """A spec default tagged !unsafe: a template (of another variable or of facts) that Ansible must
+    not render when it validates the role's arguments, where the facts or variables it names need
+    not exist yet. It reads as the plain string it is."""
+
+
+class SpecLoader(yaml.SafeLoader):
+    """YAML as Ansible reads an argument spec, with its !unsafe tag."""
+
+
+SpecLoader.add_constructor("!unsafe", lambda loader, node: Unsafe(loader.construct_scalar(node)))
+
+
 class _NoAliasDumper(yaml.SafeDumper):
     """Every value written out in full; a string with a quote in it (a template) in double quotes."""
 
@@ -52,6 +65,7 @@ class _NoAliasDumper(yaml.SafeDumper):
 
 
 _NoAliasDumper.add_representer(str, _NoAliasDumper.represent_str)
+_NoAliasDumper.add_representer(Unsafe, _NoAliasDumper.represent_str)
 
 
 def role_dirs(repo: Path = REPO) -> list[Path]:
@@ -60,7 +74,7 @@ def role_dirs(repo: Path = REPO) -> list[Path]:
 
 
 def load_specs(role_dir: Path) -> dict[str, dict]:
-    return yaml.safe_load((role_dir / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+    return yaml.load((role_dir / "meta" / "argument_specs.yml").read_text(), Loader=SpecLoader)["argument_specs"]
 
 
 def spec_options(role_dir: Path) -> dict[str, dict]:

@@ -37,6 +37,26 @@ def test_defaults_are_the_specs_defaults(role_dir):
             f"{name}: defaults/main.yml says {defaults[name]!r}, meta/argument_specs.yml says {option.get('default')!r}")
 
 
+def strings(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in strings(v)]
+    return []
+
+
+@pytest.mark.parametrize("role_dir", ROLES, ids=[role_dir.name for role_dir in ROLES])
+def test_template_defaults_are_not_rendered_by_the_validation(role_dir):
+    """Ansible renders the spec when it validates a role's arguments, before the role's tasks (and,
+    under --tags, before any fact gathering): a template default must be tagged !unsafe there."""
+    for name, option in role_docs.spec_options(role_dir).items():
+        for text in strings(option.get("default")):
+            if "{{" in text or "{%" in text:
+                assert isinstance(text, role_docs.Unsafe), f"{name}: tag the template default !unsafe"
+
+
 def uncommented(line: str) -> dict:
     """'# name: value   # about' as the inventory would read it once uncommented."""
     entry = line.strip().removeprefix("# ").split("   # ", 1)[0]

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import functools
 import re
+import sys
 import warnings
 from pathlib import Path
 
 import pytest
 import yaml
 
-from effdetlab.stages import config as cfgmod
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+import role_docs  # noqa: E402
+from effdetlab.stages import config as cfgmod  # noqa: E402
 from effdetlab.stages import dialect as dl
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,7 +54,7 @@ def template(expr: str, **variables):
 
 
 DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
-SPECS = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+SPECS = role_docs.load_specs(ROLE)["main"]["options"]
 
 
 @pytest.mark.parametrize("value,explicit", [
