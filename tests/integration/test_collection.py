@@ -28,34 +28,16 @@ from conftest import REPO, RECAP, ScratchHost
 pytestmark = pytest.mark.scratch_index(8)
 BIN = Path(sys.executable).parent
 
-HOST_LAYER = """\
-- name: Host layer from the installed collection
-  hosts: gpu_hosts
-  become: true
-  gather_facts: true
-  gather_subset: [min]
-  pre_tasks:
-    - name: Preflight docker_engine
-      ansible.builtin.include_role:
-        name: effdet_lab.lab.docker_engine
-        tasks_from: preflight
-    - name: Preflight nvidia_container_toolkit
-      ansible.builtin.include_role:
-        name: effdet_lab.lab.nvidia_container_toolkit
-        tasks_from: preflight
-    - name: Preflight docker_daemon
-      ansible.builtin.include_role:
-        name: effdet_lab.lab.docker_daemon
-        tasks_from: preflight
-      vars:
-        docker_daemon_runtimes: "{{ nvidia_container_toolkit_docker_runtimes | default({}) }}"
-  roles:
-    - role: effdet_lab.lab.docker_engine
-    - role: effdet_lab.lab.nvidia_container_toolkit
-    - role: effdet_lab.lab.docker_daemon
-      vars:
-        docker_daemon_runtimes: "{{ nvidia_container_toolkit_docker_runtimes | default({}) }}"
-"""
+def host_layer_play(namespace: str) -> str:
+    """playbooks/host.yml itself, its roles named by their FQCN in the installed collection."""
+    plays = yaml.safe_load((REPO / "playbooks" / "host.yml").read_text())
+    for play in plays:
+        for task in play.get("pre_tasks", []):
+            task["ansible.builtin.include_role"]["name"] = f"{namespace}.{task['ansible.builtin.include_role']['name']}"
+        for role in play["roles"]:
+            role["role"] = f"{namespace}.{role['role']}"
+    return yaml.safe_dump(plays, sort_keys=False, width=10**6)
+
 
 IMAGE_PREFLIGHT = """\
 - name: lab_image's preflight from the installed collection
@@ -140,10 +122,11 @@ def test_the_installed_roles_are_self_contained(installed):
 
 
 def test_host_layer_from_the_installed_collection(installed, scratch_host):
-    first = play_outside(installed, scratch_host, HOST_LAYER, "host.yml")
+    host_layer = host_layer_play(f"{installed['galaxy']['namespace']}.{installed['galaxy']['name']}")
+    first = play_outside(installed, scratch_host, host_layer, "host.yml")
     assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-2000:]
     assert "effdet_lab.lab.docker_daemon" in first.stdout
-    second = play_outside(installed, scratch_host, HOST_LAYER, "host.yml")
+    second = play_outside(installed, scratch_host, host_layer, "host.yml")
     assert second.returncode == 0, second.stdout[-4000:]
     recap = {m["host"]: int(m["changed"]) for m in RECAP.finditer(second.stdout)}
     assert recap == {scratch_host.name: 0}, second.stdout[-4000:]
