@@ -1,13 +1,13 @@
 """effdet_lab.lab.input_rule_failures, the one evaluator of the roles' input
-rules: every kind of rule, the values Ansible hands it (strings with a
-newline, None, booleans, numbers, lists, mappings), and every rule that the
-four roles' validate files and vars declare has exactly one kind."""
+rules: every kind of rule and the values Ansible hands it (strings with a
+newline, None, booleans, numbers, lists, mappings). That every declared rule
+has exactly one kind is checked in test_input_rules.py, beside the rules'
+patterns."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-import yaml
 from pathload import load_module
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,23 +54,3 @@ def test_failures_keep_the_rules_order_and_names():
              {"var": "a", "value": ["x", "1"], "pattern": "[0-9]", "each": True, "rule": "r a"}]
     assert rules.input_rule_failures(given) == [{"var": "b", "value": 0, "rule": "r b"},
                                                 {"var": "a", "value": ["x"], "rule": "r a"}]
-
-
-def declared_rules() -> list[tuple[str, dict]]:
-    found = []
-    for role in ("lab_image", "lab_container", "effdet_tasks"):
-        block = yaml.safe_load((REPO / "roles" / role / "tasks" / "validate.yml").read_text())[0]
-        found += [(role, r) for r in block["vars"][f"{role}_input_rules"]]
-    found += [("docker_daemon", r) for r in
-              yaml.safe_load((REPO / "roles/docker_daemon/vars/main.yml").read_text())["docker_daemon_input_rules"]]
-    return found
-
-
-@pytest.mark.parametrize("role, declared", declared_rules(), ids=lambda x: x if isinstance(x, str) else x["var"])
-def test_every_declared_rule_has_one_kind(role, declared):
-    assert {"var", "value", "rule"} <= set(declared), declared
-    kinds = [kind for kind in ("ok", "min", "pattern") if kind in declared]
-    assert len(kinds) == 1, (role, declared["var"], kinds)
-    assert ("max" in declared) == ("min" in declared), declared["var"]
-    assert "each" not in declared or "pattern" in declared, declared["var"]
-    assert declared["var"].startswith(role + "_"), declared["var"]

@@ -24,12 +24,8 @@ VALIDATE = {
 REF = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
 
 
-def load_plugin(path: str, name: str):
-    return load_module(REPO / path, name)
-
-
-inputs = load_plugin("roles/effdet_tasks/filter_plugins/effdet_inputs.py", "effdet_inputs")
-lab_profile = load_plugin("roles/lab_image/filter_plugins/lab_profile.py", "lab_profile")
+inputs = load_module(REPO / "roles/effdet_tasks/filter_plugins/effdet_inputs.py", "effdet_inputs")
+lab_profile = load_module(REPO / "roles/lab_image/filter_plugins/lab_profile.py", "lab_profile")
 
 
 def block_vars(role: str) -> dict:
@@ -248,3 +244,21 @@ def test_every_rule_names_its_variable_and_one_rule():
             assert item["rule"] and "value" in item, item
             kinds = [k for k in ("pattern", "min", "ok") if k in item]
             assert len(kinds) == 1, (path.name, item["var"], kinds)
+
+
+def declared_rules() -> list[tuple[str, dict]]:
+    """Every input rule the roles declare: their validate.yml files and docker_daemon's vars."""
+    found = [(role, r) for role in VALIDATE for r in block_vars(role)[f"{role}_input_rules"]]
+    found += [("docker_daemon", r) for r in defaults("roles/docker_daemon/vars/main.yml")["docker_daemon_input_rules"]]
+    return found
+
+
+@pytest.mark.parametrize("role, declared", declared_rules(), ids=lambda x: x if isinstance(x, str) else x["var"])
+def test_every_declared_rule_has_one_kind(role, declared):
+    """One kind per rule, as effdet_lab.lab.input_rule_failures (plugins/filter/input_rules.py) reads them."""
+    assert {"var", "value", "rule"} <= set(declared), declared
+    kinds = [kind for kind in ("ok", "min", "pattern") if kind in declared]
+    assert len(kinds) == 1, (role, declared["var"], kinds)
+    assert ("max" in declared) == ("min" in declared), declared["var"]
+    assert "each" not in declared or "pattern" in declared, declared["var"]
+    assert declared["var"].startswith(role + "_"), declared["var"]

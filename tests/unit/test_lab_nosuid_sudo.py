@@ -10,14 +10,10 @@ from pathload import load_module
 REPO = Path(__file__).resolve().parents[2]
 
 
-def load(path: str, name: str):
-    return load_module(REPO / path, name)
-
-
-mounts = load("roles/lab_container/filter_plugins/lab_mounts.py", "lab_mounts")
+mounts = load_module(REPO / "roles/lab_container/filter_plugins/lab_mounts.py", "lab_mounts")
 sys.path.insert(0, str(REPO / "tests" / "infra"))     # its nvidia_smi
 try:
-    infra = load("tests/infra/conftest.py", "infra_conftest")
+    infra = load_module(REPO / "tests/infra/conftest.py", "infra_conftest")
 finally:
     sys.path.remove(str(REPO / "tests" / "infra"))
 
