@@ -58,7 +58,8 @@ lint: venv
 # results/): the unit tests and the modules that work on scratch hosts of
 # their own. tests/parallel.py runs them in a second pytest beside the rest.
 BESIDE_TESTS := tests/unit tests/integration/test_daemon_json.py tests/integration/test_docker_engine_adopt.py \
-	tests/integration/test_recipe_image.py tests/integration/test_collection.py
+	tests/integration/test_recipe_image.py tests/integration/test_collection.py \
+	tests/integration/test_slurm.py
 
 test: setup lint $(EFFDET_BIN)/.installed
 	$(EFFDET_BIN)/python -m pytest $(PYTEST_ARGS) tests/effdet

@@ -1,0 +1,1 @@
+../../roles/slurm/filter_plugins/slurm_cluster.py
