@@ -10,14 +10,18 @@ slurm-wlm 22.05). In file order, on the same two hosts:
    changes (the double: a slurm-client package of 23.02.7 built here);
 3. check mode on the bare hosts predicts the install and changes nothing;
 4. the cluster converges twice, the second run with changed=0, both nodes
-   idle with the GRES nvidia-smi reports and one munge key;
+   idle with the GRES nvidia-smi reports and one munge key, and the verifier
+   (tests/infra/test_slurm.py) passes on both hosts;
 5. jobs run for real, and two jobs that ask for the same GPU run one after
    the other (Slurm's own record of their times, jobcomp/filetxt);
-6. a node taken down makes the play fail, naming it and Slurm's reason.
+6. a node taken down makes the play and the verifier fail, naming it (and,
+   in the play, Slurm's reason).
 """
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +30,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import PlaybookRun, ScratchHost, remove_scratch_host, run_playbook, start_scratch_host
+from conftest import REPO, PlaybookRun, ScratchHost, remove_scratch_host, run_playbook, start_scratch_host
 
 INDEXES = (9, 10)
 GPUS = (1, 2)
@@ -46,6 +50,13 @@ class Cluster:
 
     def play(self, *args: str) -> PlaybookRun:
         return run_playbook(PLAY, *args, timeout=900, inventory=self.inventory)
+
+    def verify(self) -> subprocess.CompletedProcess[str]:
+        """tests/infra/test_slurm.py (what playbooks/verify.yml runs) against the cluster."""
+        return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA",
+                               "--hosts=ansible://gpu_hosts", f"--ansible-inventory={self.inventory}",
+                               "tests/infra/test_slurm.py"], cwd=REPO, capture_output=True, text=True,
+                              timeout=300, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +157,9 @@ def test_converges_twice(cluster: Cluster) -> None:
     # Both nodes run the same slurm.conf; each its own gres.conf.
     assert cluster.controller.read("/etc/slurm/slurm.conf") == cluster.node.read("/etc/slurm/slurm.conf")
     assert "File=/dev/effdet-lab-standin/nvidia1" in cluster.node.read("/etc/slurm/gres.conf")
+    # The verifier agrees: daemons, munge, the controller reached, every node ready with every GPU.
+    verify = cluster.verify()
+    assert verify.returncode == 0 and "8 passed" in verify.stdout, verify.stdout[-3000:]
 
 
 def jobcomp(cluster: Cluster) -> dict[str, dict[str, str]]:
@@ -189,6 +203,9 @@ def test_a_node_taken_down_fails_the_play_with_its_reason(cluster: Cluster) -> N
         assert run.rc != 0
         assert f"{node.name} (down: disk replaced, test) in partition gpu" in run.output, run.output[-3000:]
         assert run.changed() == 0
+        verify = cluster.verify()
+        assert verify.returncode != 0
+        assert f"node {node.name} is down" in verify.stdout, verify.stdout[-3000:]
     finally:
         ctl.sh(f"scontrol update nodename={node.name} state=resume")
     # Resumed, the node is back once the controller hears it again (idle* until then).
