@@ -6,8 +6,9 @@ real `nvidia-smi -L`); Slurm, munge and every job are real (Debian bookworm's
 slurm-wlm 22.05). In file order, on the same two hosts:
 
 1. a bad value is refused before anything changes;
-2. a host that already has another Slurm release is refused before anything
-   changes (the double: a slurm-client package of 23.02.7 built here);
+2. a host that already has another Slurm release (23.02.7), or one too old
+   for /etc/slurm (19.05), is refused before anything changes on any host
+   (the double: a slurm-client package of that version built here);
 3. check mode on the bare hosts predicts the install and changes nothing;
 4. the cluster converges twice, the second run with changed=0, both nodes
    idle with the GRES nvidia-smi reports and one munge key, and the verifier
@@ -35,7 +36,6 @@ from conftest import REPO, PlaybookRun, ScratchHost, remove_scratch_host, run_pl
 INDEXES = (9, 10)
 GPUS = (1, 2)
 PLAY = "playbooks/slurm.yml"
-FAKE_RELEASE = "23.02.7-0effdetlab1"
 
 
 @dataclass
@@ -100,25 +100,30 @@ def test_bad_value_is_refused_before_any_change(cluster: Cluster) -> None:
     untouched(cluster)
 
 
-def test_another_slurm_release_is_refused_before_any_change(cluster: Cluster) -> None:
+@pytest.mark.parametrize("version,message", [
+    ("23.02.7-0effdetlab1", "Slurm's releases differ between the hosts: 22.05.8 on {controller}; 23.02.7 on {node}"),
+    ("19.05.5-1effdetlab1", "Slurm 19.05.5 on {node} is older than 20.11, the first release that reads /etc/slurm"),
+])
+def test_another_slurm_release_is_refused_before_any_change(cluster: Cluster, version: str, message: str) -> None:
+    """The double: a slurm-client package of another release, built here and installed on the node."""
     node = cluster.node
     node.sh(f"""
         mkdir -p /tmp/fake/DEBIAN
-        cat > /tmp/fake/DEBIAN/control <<'EOF'
+        cat > /tmp/fake/DEBIAN/control <<'CONTROL'
 Package: slurm-client
-Version: {FAKE_RELEASE}
+Version: {version}
 Architecture: all
 Maintainer: effdet-lab tests <tests@effdet-lab.invalid>
 Description: effdet-lab test double: a slurm-client of another Slurm release
-EOF
+CONTROL
         dpkg-deb --build /tmp/fake /tmp/fake.deb >/dev/null
         dpkg -i /tmp/fake.deb >/dev/null
     """)
     try:
         run = cluster.play()
         assert run.rc != 0
-        assert (f"Slurm's releases differ between the hosts: 22.05.8 on {cluster.controller.name}; "
-                f"23.02.7 on {node.name}") in run.output, run.output[-3000:]
+        assert message.format(controller=cluster.controller.name, node=node.name) in run.output, run.output[-3000:]
+        assert run.recap[cluster.controller.name]["failed"] == 1, run.recap
         assert not installed(cluster.controller, "slurmd")
         assert not installed(cluster.controller, "munge")
     finally:
