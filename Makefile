@@ -61,13 +61,9 @@ BESIDE_TESTS := tests/unit tests/integration/test_daemon_json.py tests/integrati
 	tests/integration/test_recipe_image.py tests/integration/test_collection.py \
 	tests/integration/test_slurm.py
 
-# tests/effdet (TensorFlow on the CPU, in .venv-effdet) runs in the second
-# lane once its pytest is done, niced: the shared-lab pytest is the longer
-# lane, and it keeps the CPU first.
 test: setup lint $(EFFDET_BIN)/.installed
-	$(BIN)/python tests/parallel.py --beside "$(BESIDE_TESTS)" \
-	  --then "nice -n 10 $(EFFDET_BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS) tests/effdet" \
-	  -- $(PYTEST_ARGS) --ignore=tests/effdet tests
+	$(EFFDET_BIN)/python -m pytest $(PYTEST_ARGS) tests/effdet
+	$(BIN)/python tests/parallel.py --beside "$(BESIDE_TESTS)" -- $(PYTEST_ARGS) --ignore=tests/effdet tests
 
 clean: venv
 	$(BIN)/python -m labbox down

@@ -27,19 +27,3 @@ def test_both_exit_codes_count(tmp_path, monkeypatch):
     assert parallel.main(["--beside", str(ok), "--", "-q", "-p", "no:cacheprovider", str(bad)]) != 0
     assert parallel.main(["--beside", str(ok), "--", "-q", "-p", "no:cacheprovider", str(tmp_path / "test_ok.py"),
                           f"--ignore={bad}"]) == 0
-
-
-def test_then_runs_in_the_second_lane_and_its_exit_code_counts(tmp_path, monkeypatch, capsys):
-    ok = tmp_path / "test_ok.py"
-    ok.write_text("def test_ok():\n    pass\n")
-    marker = tmp_path / "then-ran"
-    monkeypatch.setattr(parallel, "REPO", tmp_path)
-    py = sys.executable
-    good = f"{py} -c \"open('{marker}', 'w').write('x'); print('then says hello')\""
-    assert parallel.main(["--beside", str(ok), "--then", good, "--", "-q", "-p", "no:cacheprovider", str(ok)]) == 0
-    assert marker.exists()
-    out = capsys.readouterr().out
-    # The second lane's output comes after the main pytest's, its pytest first, then the command.
-    assert out.rindex("then says hello") > out.index("[parallel] second lane: exit 0")
-    bad = f"{py} -c 'import sys; sys.exit(3)'"
-    assert parallel.main(["--beside", str(ok), "--then", bad, "--", "-q", "-p", "no:cacheprovider", str(ok)]) == 3
