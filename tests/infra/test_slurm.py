@@ -14,14 +14,19 @@ checks skip.
 from __future__ import annotations
 
 import re
+import runpy
 import shlex
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import nvidia_smi
 from conftest import _hostvars, _plain
 
-READY = ("idle", "mix", "alloc", "comp", "plnd")
+# A node's readiness, read as the slurm role reads it.
+slurm_state = runpy.run_path(str(Path(__file__).resolve().parents[2] / "plugins" / "module_utils" / "by_path.py"))[
+    "load"]("slurm_state")
 
 
 @pytest.fixture(scope="module")
@@ -56,21 +61,22 @@ def test_the_controller_answers_with_this_hosts_munge_key(host, slurm) -> None:
     assert ping.rc == 0 and "is UP" in ping.stdout, f"scontrol ping: {ping.stdout}{ping.stderr}"
 
 
-def _gpus_listed(host, nvidia_smi: str) -> int:
-    if host.run(f"test -x {shlex.quote(nvidia_smi)}").rc != 0:
+def _gpus_listed(host, smi: str) -> int:
+    if host.run(f"test -x {shlex.quote(smi)}").rc != 0:
         return 0
-    out = host.run(f"{shlex.quote(nvidia_smi)} -L")
-    assert out.rc in (0, 6), f"{nvidia_smi} -L failed (rc {out.rc}): {out.stderr}"
-    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+    out = host.run(f"{shlex.quote(smi)} -L")
+    assert out.rc in (0, 6), f"{smi} -L failed (rc {out.rc}): {out.stderr}"
+    return len(nvidia_smi.parse_list_gpus(out.stdout))
 
 
 def test_node_takes_jobs_with_every_gpu(host, slurm) -> None:
     if not slurm["node"]:
         pytest.skip("the controller alone is no node")
     name = host.check_output("hostname -s").strip()
-    state = host.check_output(f"sinfo --noheader --Node --nodes={name} --partition={slurm['partition']} "
-                              "--format=%t").strip()
-    assert state in READY, f"node {name} is {state or 'not in the partition'}"
+    sinfo = host.check_output(f"sinfo --noheader --Node --nodes={name} --partition={slurm['partition']} "
+                              "--format='%N|%t|%E'")
+    state = slurm_state.parse_sinfo(sinfo).get(name, ("", ""))[0]
+    assert slurm_state.is_ready(state), f"node {name} is {state or 'not in the partition'}"
     node = host.check_output(f"scontrol show node {name} -o")
     gres = re.search(r"\bGres=(\S+)", node)
     # gpu:<type>:<count>, or gpu:<count>, each perhaps with its sockets: gpu:t:2(S:0-1).

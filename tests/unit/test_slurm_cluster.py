@@ -117,9 +117,8 @@ def test_version_conflict() -> None:
 
 def test_nodes_not_ready() -> None:
     sinfo = "n1|idle|none\nn2|unk*|none\nn3|down|test: taken down\nn4|mix|none\nn5|idle~|none\n"
-    ready = ["idle", "mix", "alloc", "comp", "plnd"]
-    assert s.slurm_nodes_not_ready(sinfo, ["n1", "n4"], ready) == []
-    assert s.slurm_nodes_not_ready(sinfo, ["n1", "n2", "n3", "n5", "n6"], ready) == [
+    assert s.slurm_nodes_not_ready(sinfo, ["n1", "n4"]) == []
+    assert s.slurm_nodes_not_ready(sinfo, ["n1", "n2", "n3", "n5", "n6"]) == [
         "n2 (unk*: no reason given)", "n3 (down: test: taken down)", "n5 (idle~: no reason given)",
         "n6 (not in the partition)"]
 

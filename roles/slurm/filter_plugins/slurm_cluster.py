@@ -4,7 +4,8 @@ A node's line is built from what the node reports itself: `slurmd -C` (CPUs,
 sockets, cores, threads, memory) and `nvidia-smi -L` (one GRES per GPU, its
 type from the GPU's name). The `nvidia-smi -L` parser is the project's one
 (plugins/module_utils/nvidia_smi.py), so this role, the lab_image role and the
-verifier read GPUs alike. Free of Ansible imports beyond the filter
+verifier read GPUs alike; a node's readiness is read by
+plugins/module_utils/slurm_state.py, shared with the verifier too. Free of Ansible imports beyond the filter
 registration and its error type, so tests/unit/test_slurm_cluster.py runs it
 on recorded real outputs (tests/fixtures/nvidia-smi/).
 """
@@ -14,13 +15,15 @@ import re
 from typing import Any, Mapping, Sequence
 
 try:
-    from ansible_collections.effdet_lab.lab.plugins.module_utils import nvidia_smi
-except ImportError:  # the plain repository (roles_path=roles): the same file, by path
+    from ansible_collections.effdet_lab.lab.plugins.module_utils import nvidia_smi, slurm_state
+except ImportError:  # the plain repository (roles_path=roles): the same files, by path
     import os
     import runpy
 
     _by_path = os.path.join(os.path.dirname(os.path.realpath(__file__)), "../../../plugins/module_utils/by_path.py")
-    nvidia_smi = runpy.run_path(_by_path)["load"]("nvidia_smi")
+    _load = runpy.run_path(_by_path)["load"]
+    nvidia_smi = _load("nvidia_smi")
+    slurm_state = _load("slurm_state")
 
 try:
     from ansible.errors import AnsibleFilterError
@@ -127,27 +130,11 @@ def slurm_version_conflict(versions: Mapping[str, Any]) -> str:
     return "; ".join(f"{version} on {', '.join(hosts)}" for version, hosts in sorted(by_version.items()))
 
 
-def slurm_nodes_not_ready(sinfo: str, names: Sequence[str], ready_states: Sequence[str]) -> list[str]:
+def slurm_nodes_not_ready(sinfo: str, names: Sequence[str]) -> list[str]:
     """The nodes of `names` that do not take jobs, from `sinfo --Node --format '%N|%t|%E'`,
-    each as 'node (state: reason)'; a node sinfo does not list is 'node (not in the partition)'.
-
-    A state is ready when it is one of ready_states with no flag after it: '*'
-    (the controller does not hear the node), '~' (powered off), '#', '!', '%', '$', '@'."""
-    seen: dict[str, tuple[str, str]] = {}
-    for line in str(sinfo or "").splitlines():
-        parts = line.strip().split("|", 2)
-        if len(parts) >= 2 and parts[0]:
-            seen[parts[0]] = (parts[1], parts[2].strip() if len(parts) > 2 else "")
-    not_ready = []
-    for name in names:
-        if name not in seen:
-            not_ready.append(f"{name} (not in the partition)")
-            continue
-        state, reason = seen[name]
-        if state not in ready_states:
-            shown = reason if reason and reason != "none" else "no reason given"
-            not_ready.append(f"{name} ({state}: {shown})")
-    return not_ready
+    each as 'node (state: reason)' (plugins/module_utils/slurm_state.py, which the verifier
+    reads nodes with too)."""
+    return slurm_state.nodes_not_ready(sinfo, names)
 
 
 class FilterModule:
