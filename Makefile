@@ -1,5 +1,6 @@
 # effdet-lab: the two commands of the README, and what they need.
 #   make demo   converge the lab-in-a-box (HOSTS simulated GPU hosts), twice
+#               (EXECUTOR=slurm: as a Slurm cluster, the stages queued as jobs)
 #   make test   lint + the whole test suite
 # Both do their own setup: the venv, a Docker engine (installed and started
 # if none answers), the locally built images and the lab-in-a-box services.
@@ -10,6 +11,8 @@ BIN := $(VENV)/bin
 # TensorFlow CPU and automl's code (from PyPI) for the converter's tests.
 EFFDET_BIN := .venv-effdet/bin
 HOSTS ?= 1
+# exec, or slurm: the hosts also form a Slurm cluster and the stages are its jobs.
+EXECUTOR ?= exec
 PYTEST_ARGS ?=
 
 .PHONY: demo test lint setup venv clean distclean
@@ -41,7 +44,7 @@ setup: venv
 	$(BIN)/python -m labbox services
 
 demo: setup
-	$(BIN)/python -m labbox demo --hosts $(HOSTS)
+	$(BIN)/python -m labbox demo --hosts $(HOSTS) --executor $(EXECUTOR)
 
 # Every language we write: YAML and Ansible, Python (ruff.toml), and the
 # lab image's rendered Dockerfiles and shell (hadolint, shellcheck; .hadolint.yaml);

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import aptrepo, demo, demo_data, engine, hosts, images, inventory, services, tf21base, tfbase
+from . import aptrepo, demo, demo_data, engine, gpu_standin, hosts, images, inventory, services, tf21base, tfbase
 from .shell import docker, log
 
 
@@ -29,15 +29,24 @@ def cmd_up(args: argparse.Namespace) -> int:
     bring_up_services()
     key = hosts.ensure_ssh_key()
     started = hosts.ensure_hosts(args.hosts, "effdet-lab/simhost:latest", key, fresh=args.fresh)
-    path = inventory.write_inventory(started, key)
-    log(f"{len(started)} simulated host(s) up; inventory: {path}")
+    slurm = None
+    if getattr(args, "executor", "exec") == "slurm":
+        # The hosts as a Slurm cluster: labhost-1 the controller, one stand-in GPU
+        # on each host (labbox/gpu_standin.py, a test double).
+        slurm = {h.name: gpu_standin.install(h.container, 1) for h in started}
+    path = inventory.write_inventory(started, key, slurm=slurm)
+    log(f"{len(started)} simulated host(s) up; inventory: {path}"
+        + (" (a Slurm cluster, controller labhost-1)" if slurm else ""))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     args.fresh = not args.reuse
     cmd_up(args)
-    return demo.run_demo(args.hosts, args.ansible_args)
+    extra = list(args.ansible_args)
+    if args.executor == "slurm":
+        extra = ["-e", "effdet_tasks_executor=slurm", *extra]
+    return demo.run_demo(args.hosts, extra, executor=args.executor)
 
 
 def cmd_services(_: argparse.Namespace) -> int:
@@ -91,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     dem = sub.add_parser("demo", help="bare hosts, converge site.yml twice, prove changed=0, write results/")
     dem.add_argument("--hosts", type=int, default=1)
     dem.add_argument("--reuse", action="store_true", help="keep already converged hosts")
+    dem.add_argument("--executor", choices=("exec", "slurm"), default="exec",
+                     help="slurm: the hosts also form a Slurm cluster and the stages run as its jobs")
     dem.add_argument("ansible_args", nargs="*", help="passed to ansible-playbook (after --)")
     dem.set_defaults(func=cmd_demo)
     sub.add_parser("services", help="registry mirror and apt repository only").set_defaults(func=cmd_services)

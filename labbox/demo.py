@@ -43,7 +43,7 @@ def recap(output: str) -> dict[str, dict[str, int]]:
             for m in RECAP.findall(output)}
 
 
-def run_demo(hosts: int, extra_args: list[str]) -> int:
+def run_demo(hosts: int, extra_args: list[str], executor: str = "exec") -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_dir = REPO_ROOT / "results" / f"demo-{stamp}"
     out_dir.mkdir(parents=True)
@@ -56,14 +56,14 @@ def run_demo(hosts: int, extra_args: list[str]) -> int:
             log(f"{label} converge failed (rc={rc}); see {out_dir}/{label}.log")
             break
     second_changed = sum(h["changed"] for h in runs[-1]["recap"].values()) if len(runs) == 2 else None
-    summary = {"hosts": hosts, "runs": runs, "second_run_changed": second_changed,
+    summary = {"hosts": hosts, "executor": executor, "runs": runs, "second_run_changed": second_changed,
                "idempotent": second_changed == 0 and all(r["rc"] == 0 for r in runs)}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     rows = ["| run | seconds | rc | changed (all hosts) | failed |", "|---|---:|---:|---:|---:|"]
     for r in runs:
         rows.append(f"| {r['run']} | {r['seconds']} | {r['rc']} | "
                     f"{sum(h['changed'] for h in r['recap'].values())} | {sum(h['failed'] for h in r['recap'].values())} |")
-    md = f"# effdet-lab demo, {hosts} simulated host(s)\n\n" + "\n".join(rows) + (
+    md = f"# effdet-lab demo, {hosts} simulated host(s), executor {executor}\n\n" + "\n".join(rows) + (
         f"\n\nIdempotent (second run changed=0): **{'yes' if summary['idempotent'] else 'NO'}**\n")
     (out_dir / "summary.md").write_text(md)
     print("\n" + md)

@@ -27,13 +27,15 @@ def write_generated_vars(repo: AptRepo, path: Path = GENERATED_VARS) -> Path:
     return path
 
 
-def write_inventory(hosts: list[SimHost], key: Path, path: Path = GENERATED) -> Path:
+def write_inventory(hosts: list[SimHost], key: Path, path: Path = GENERATED,
+                    slurm: dict[str, dict[str, str]] | None = None) -> Path:
     """hosts.yml: how to reach the simulated hosts.
 
     Everything static (mirrors, sources, expectations) lives in the committed
-    group_vars beside it.
+    group_vars beside it. `slurm`: {host: its stand-in GPUs' vars}, to make the
+    hosts a Slurm cluster with the first one its controller.
     """
-    path.write_text(HEADER + yaml.safe_dump(inventory_for(hosts, key), sort_keys=False))
+    path.write_text(HEADER + yaml.safe_dump(inventory_for(hosts, key, slurm), sort_keys=False))
     return path
 
 
@@ -48,8 +50,9 @@ def write_scratch_inventory(hosts: list[SimHost], key: Path, folder: Path) -> Pa
     return folder
 
 
-def inventory_for(hosts: list[SimHost], key: Path) -> dict:
-    """The gpu_hosts group: how to reach each simulated host over ssh."""
+def inventory_for(hosts: list[SimHost], key: Path, slurm: dict[str, dict[str, str]] | None = None) -> dict:
+    """The gpu_hosts group: how to reach each simulated host over ssh (and, with
+    `slurm`, a slurm_controller group of the first host and each host's GPU vars)."""
     inventory = {
         "all": {
             "children": {
@@ -64,4 +67,9 @@ def inventory_for(hosts: list[SimHost], key: Path) -> dict:
             }
         }
     }
+    if slurm and hosts:
+        members = inventory["all"]["children"]["gpu_hosts"]["hosts"]
+        for name, values in slurm.items():
+            members[name].update(values)
+        inventory["all"]["children"]["slurm_controller"] = {"hosts": {hosts[0].name: {}}}
     return inventory

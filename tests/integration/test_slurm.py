@@ -16,11 +16,22 @@ slurm-wlm 22.05). In file order, on the same two hosts:
 5. jobs run for real, and two jobs that ask for the same GPU run one after
    the other (Slurm's own record of their times, jobcomp/filetxt);
 6. a node taken down makes the play and the verifier fail, naming it (and,
-   in the play, Slurm's reason).
+   in the play, Slurm's reason);
+7. with effdet_tasks_executor: slurm, site.yml takes both hosts from bare to
+   trained and benchmarked through the queue: each host's training is a
+   Slurm job on its node, the 4-point benchmark sweep one job array whose
+   tasks Slurm deals out over both nodes, and the results reach the
+   controller as with docker exec; a second run submits nothing and
+   changes nothing;
+8. a node taken down in the middle of its training job fails that host with
+   Slurm's state and reason and the job's last log lines, stops the job's
+   container, and the other node's training finishes.
 """
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -31,7 +42,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, PlaybookRun, ScratchHost, remove_scratch_host, run_playbook, start_scratch_host
+from conftest import REPO, PlaybookRun, ScratchHost, playbook_command, remove_scratch_host, run_playbook, start_scratch_host
 
 INDEXES = (9, 10)
 GPUS = (1, 2)
@@ -48,8 +59,8 @@ class Cluster:
     def hosts(self) -> tuple[ScratchHost, ScratchHost]:
         return (self.controller, self.node)
 
-    def play(self, *args: str) -> PlaybookRun:
-        return run_playbook(PLAY, *args, timeout=900, inventory=self.inventory)
+    def play(self, *args: str, playbook: str = PLAY) -> PlaybookRun:
+        return run_playbook(playbook, *args, timeout=1800, inventory=self.inventory)
 
     def verify(self) -> subprocess.CompletedProcess[str]:
         """tests/infra/test_slurm.py (what playbooks/verify.yml runs) against the cluster."""
@@ -218,3 +229,106 @@ def test_a_node_taken_down_fails_the_play_with_its_reason(cluster: Cluster) -> N
     while sinfo(cluster)[node.name] != "idle" and time.monotonic() < deadline:
         time.sleep(1)
     assert sinfo(cluster)[node.name] == "idle"
+
+
+# ---------------------------------------------------------------- the effdet stages as Slurm jobs
+
+RUN = "pytest-slurm"
+RESULTS = REPO / "results" / "effdet"
+# 4 points (batch 1 and 2, threads 1 and 2, automl's bm), 2 repeats each.
+SWEEP = {"effdet_tasks_executor": "slurm", "effdet_tasks_run_name": RUN, "effdet_tasks_tflite": False,
+         "effdet_tasks_benchmark_modes": ["bm"], "effdet_tasks_benchmark_batch_sizes": [1, 2],
+         "effdet_tasks_benchmark_threads": [1, 2], "effdet_tasks_benchmark_runs": 3,
+         "effdet_tasks_benchmark_repeats": 2, "effdet_tasks_slurm_poll_seconds": 2}
+
+
+def vars_file(tmp_path: Path, **overrides: object) -> str:
+    path = tmp_path / f"slurm-effdet-{len(list(tmp_path.iterdir()))}.json"
+    path.write_text(json.dumps({**SWEEP, **overrides}))
+    return f"@{path}"
+
+
+def effdet_jobs(cluster: Cluster, run: str) -> dict[str, dict[str, str]]:
+    """Slurm's record of the effdet jobs of run `run`, by job id (jobcomp/filetxt)."""
+    return {job: rec for job, rec in jobcomp(cluster).items() if rec.get("Name", "").startswith(f"effdet-{run}-")}
+
+
+def test_effdet_stages_run_as_slurm_jobs_through_site_yml(cluster: Cluster, tmp_path: Path) -> None:
+    shutil.rmtree(RESULTS / RUN, ignore_errors=True)
+    extra = vars_file(tmp_path)
+    started = time.monotonic()
+    first = cluster.play("-e", extra, playbook="site.yml")
+    took = time.monotonic() - started
+    assert first.rc == 0, first.output[-6000:]
+    jobs = effdet_jobs(cluster, RUN)
+    names = sorted(rec["Name"].rsplit("-", 1)[-1] for rec in jobs.values())
+    # Per host: its training, its export, the benchmark's exports, its inference; one array of 4 tasks.
+    assert names.count("train") == 2 and names.count("export") == 2 and names.count("infer") == 2, names
+    array = [rec for rec in jobs.values() if rec["Name"].endswith("-bench")]
+    assert len(array) == 4, jobs
+    assert all(rec["JobState"] == "COMPLETED" for rec in jobs.values()), jobs
+    trains = [rec for rec in jobs.values() if rec["Name"].endswith("-train")]
+    assert sorted(rec["NodeList"] for rec in trains) == sorted(h.name for h in cluster.hosts)
+    print(f"\n[slurm effdet] site.yml on 2 bare hosts, stages as Slurm jobs: {took:.0f} s; array tasks on "
+          + ", ".join(sorted(rec["NodeList"] for rec in array)))
+    # Training progress came back as with docker exec.
+    for host in cluster.hosts:
+        progress = (RESULTS / RUN / host.name / "train" / "progress.jsonl").read_text().splitlines()
+        assert progress and "loss" in json.loads(progress[-1]), host.name
+        assert json.loads((RESULTS / RUN / host.name / "export" / "export.json").read_text())["ok"] is True
+    # The sweep: every point measured twice, on the node its task ran on, and merged into one report.
+    records = [r for host in cluster.hosts
+               for r in json.loads((RESULTS / RUN / host.name / "benchmark" / "benchmark.json").read_text())]
+    keys = sorted((r["batch"], r["threads"], r["repeat"]) for r in records if r["mode"] == "bm")
+    assert keys == sorted((b, t, r) for b in (1, 2) for t in (1, 2) for r in (1, 2)), keys
+    assert all(r["ok"] for r in records), [r for r in records if not r["ok"]]
+    by_node = {rec["NodeList"]: rec for rec in array}
+    assert {r["host"] for r in records} == set(by_node), "each record names the node whose task measured it"
+    merged = json.loads((RESULTS / RUN / "benchmark.json").read_text())
+    assert len(merged["rows"]) == 4, merged["rows"]
+    assert (RESULTS / RUN / "benchmark.md").exists() and (RESULTS / RUN / "benchmark.png").exists()
+    # No job container is left behind.
+    for host in cluster.hosts:
+        assert host.sh("docker ps --all --quiet --filter name=effdet-job-").stdout.strip() == "", host.name
+
+    second = cluster.play("-e", extra, playbook="site.yml")
+    assert second.rc == 0, second.output[-4000:]
+    assert second.changed() == 0, second.recap
+    assert effdet_jobs(cluster, RUN).keys() == jobs.keys(), "a run that changes nothing submits no job"
+
+
+def test_a_node_taken_down_mid_job_fails_its_host_and_the_other_finishes(cluster: Cluster, tmp_path: Path) -> None:
+    ctl, node = cluster.controller, cluster.node
+    run = "pytest-slurm-down"
+    shutil.rmtree(RESULTS / run, ignore_errors=True)
+    argv, env = playbook_command("playbooks/effdet.yml", "--tags", "train", "-e",
+                                 vars_file(tmp_path, effdet_tasks_run_name=run, effdet_tasks_num_epochs=2),
+                                 inventory=cluster.inventory)
+    with subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True) as play:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and play.poll() is None:
+            running = ctl.sh(f"squeue --noheader --states=RUNNING --nodelist={node.name} --format=%j").stdout
+            if f"effdet-{run}-" in running:
+                break
+            time.sleep(1)
+        assert play.poll() is None, "the play ended before the training job ran"
+        time.sleep(5)  # in the middle of the job
+        ctl.sh(f"scontrol update nodename={node.name} state=down reason='power supply, test'")
+        try:
+            output, _ = play.communicate(timeout=900)
+        finally:
+            ctl.sh(f"scontrol update nodename={node.name} state=resume")
+    result = PlaybookRun(play.returncode, output)
+    assert result.rc != 0
+    assert result.recap[node.name]["failed"] == 1, result.recap
+    assert result.recap[ctl.name]["failed"] == 0, result.recap
+    message = next(line for line in output.splitlines() if "training on " + node.name + " did not finish" in line)
+    assert "NODE_FAIL" in message and f"on {node.name}" in message, message
+    assert "Last lines" in message or "Runner:" in message, message
+    # The other node's training finished, and the cancelled job's container is gone.
+    assert json.loads((RESULTS / run / ctl.name / "train" / "train_status.json").read_text())["state"] == "finished"
+    deadline = time.monotonic() + 60
+    while node.sh("docker ps --quiet --filter name=effdet-job-").stdout.strip() and time.monotonic() < deadline:
+        time.sleep(1)
+    assert node.sh("docker ps --quiet --filter name=effdet-job-").stdout.strip() == ""

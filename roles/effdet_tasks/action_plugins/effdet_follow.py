@@ -15,12 +15,20 @@ progress.jsonl lives in the lab user's folder: it is read through the
 effdet_safe_fs module (relative to `base`, the trusted host folder, never
 through a link). A link there is not followed: the follower says so once and
 goes on following the training's status without the loss.
+
+With `slurm_job` (effdet_tasks_executor: slurm; the id effdet_stage returned
+when it submitted the stage), the job's own state decides: while it is queued
+the follower says so, with Slurm's reason; while it runs, the runner's status
+is followed as above; once Slurm ends it, the runner's last status is read,
+and a run that did not finish fails with Slurm's state and reason and the last
+lines of the job's log (`slurm_output`: its stdout and stderr files).
 """
 from __future__ import annotations
 
 import base64
 import json
 import os
+import runpy
 import time
 from typing import Any
 
@@ -28,6 +36,12 @@ from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
 display = Display()
+
+try:
+    from ansible_collections.effdet_lab.lab.plugins.module_utils import slurm_job
+except ImportError:  # the plain repository (roles_path=roles): the same file, by path
+    slurm_job = runpy.run_path(os.path.join(os.path.dirname(os.path.realpath(__file__)),
+                                            "../../../plugins/module_utils/by_path.py"))["load"]("slurm_job")
 
 ENDED = ("finished", "failed", "stopped", "never_started")
 # Consecutive polls whose status could not be read (the container restarting,
@@ -38,7 +52,8 @@ STATUS_TRIES = 6
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(("kind", "run", "base", "base_alias", "progress_src", "progress_dest", "poll_seconds",
-                             "timeout_minutes"))
+                             "timeout_minutes", "slurm_job", "slurm_output"))
+    LOG_TAIL = 8
     _warned = False
 
     def _status(self, args: dict[str, Any], task_vars: dict[str, Any]) -> dict[str, Any]:
@@ -80,6 +95,36 @@ class ActionModule(ActionBase):
         except ValueError:
             return None
 
+    def _command(self, argv: list[str], task_vars: dict[str, Any]) -> dict[str, Any]:
+        return self._execute_module(module_name="ansible.legacy.command", module_args={"argv": argv},
+                                    task_vars=task_vars)
+
+    def _job_queue_state(self, job: str, task_vars: dict[str, Any]) -> tuple[str, str]:
+        """(state, reason) of a queued or running job; ('', '') once Slurm has ended it."""
+        res = self._command(["squeue", "--noheader", "--jobs", job, "--format", slurm_job.SQUEUE_FORMAT], task_vars)
+        if res.get("rc", 1) != 0:  # squeue refuses a job id it no longer knows
+            return "", ""
+        entries = slurm_job.parse_squeue(res.get("stdout", ""))
+        if not entries or entries[0].state in slurm_job.ENDED_STATES:
+            return "", ""
+        return entries[0].state, entries[0].reason
+
+    def _job_failure(self, job: str, args: dict[str, Any], task_vars: dict[str, Any]) -> str:
+        """Slurm's word on an ended job and the last lines of its log."""
+        records = slurm_job.parse_records(self._command(
+            ["scontrol", "--oneliner", "show", "job", job], task_vars).get("stdout", ""))
+        said = slurm_job.outcome(records[0]) if records else f"Slurm job {job} (no longer known to scontrol)"
+        tails = []
+        for key in ("err", "out"):
+            path = (args.get("slurm_output") or {}).get(key)
+            if not path:
+                continue
+            text = self._command(["tail", "-n", str(self.LOG_TAIL), path], task_vars).get("stdout", "")
+            lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+            if lines:
+                tails.append(f"{path}: " + " / ".join(lines))
+        return said + (". Last lines: " + "; ".join(tails) if tails else "")
+
     def _print_new_rows(self, host: str) -> None:
         """kind benchmark: each progress record's line, once, in order."""
         for raw in self._records[self._shown:]:
@@ -103,8 +148,26 @@ class ActionModule(ActionBase):
         deadline = time.monotonic() + 60 * float(args.get("timeout_minutes", 720))
         last_line = ""
         misses = 0
+        job = str(args["slurm_job"]) if args.get("slurm_job") else ""
+        job_ended = not job
+        last = None
         try:
             while True:
+                if job and not job_ended:
+                    state, reason = self._job_queue_state(job, task_vars)
+                    if state in slurm_job.QUEUED_STATES:
+                        line = f"{host}: Slurm job {job} {state.lower()} ({reason})"
+                        if line != last_line:
+                            display.display(f"  [effdet] {line}")
+                            last_line = line
+                        if time.monotonic() > deadline:
+                            return {**result, "failed": True, "slurm_job": job,
+                                    "msg": f"{what} on {host}: Slurm job {job} still {state.lower()} ({reason}) "
+                                           f"after {args.get('timeout_minutes')} min; it stays queued: "
+                                           f"run the {kind} stage again to follow it, or scancel {job}"}
+                        time.sleep(poll)
+                        continue
+                    job_ended = not state
                 try:
                     status = self._status(args, task_vars)
                 except (RuntimeError, ValueError) as exc:
@@ -125,7 +188,11 @@ class ActionModule(ActionBase):
                     if line != last_line:
                         display.display(f"  [effdet] {line}")
                         last_line = line
-                if status.get("state") in ENDED:
+                if status.get("state") in ENDED and job_ended:
+                    break
+                if job_ended and job and status.get("state") not in ENDED:
+                    # Slurm ended the job, and the runner never recorded its end (killed hard)
+                    status = dict(status, state="failed", reason="its Slurm job ended first")
                     break
                 if time.monotonic() > deadline:
                     return {**result, "failed": True, "status": status,
@@ -135,7 +202,9 @@ class ActionModule(ActionBase):
         except (RuntimeError, ValueError) as exc:
             return {**result, "failed": True,
                     "msg": f"could not follow {what} on {host} ({STATUS_TRIES} tries): {exc}"}
-        return {**result, "changed": False, "status": status, "last_progress": last,
-                "failed": status.get("state") != "finished",
-                "msg": line if status.get("state") == "finished" else
-                f"{what} {status.get('state')}: {status.get('reason') or 'see its log'}"}
+        finished = status.get("state") == "finished"
+        message = line if finished else f"{what} {status.get('state')}: {status.get('reason') or 'see its log'}"
+        if job and not finished:
+            message = f"{what} on {host} did not finish: {self._job_failure(job, args, task_vars)}. Runner: {message}"
+        return {**result, "changed": False, "status": status, "last_progress": last, "slurm_job": job or None,
+                "failed": not finished, "msg": message}

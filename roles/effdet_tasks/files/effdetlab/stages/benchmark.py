@@ -30,6 +30,25 @@ benchmark/logs/<model>-<mode>-b<N>-t<T>-r<R>.log. A record:
    "code_source", "dialect", "command", "log"}
    (+ "error" when ok is false, + "unsupported": true when this TensorFlow cannot run it)
 
+A Slurm job array (one array task per point of points(), in that order):
+  benchmark-reset    removes run_dir/points/ and benchmark.json, benchmark.progress.jsonl,
+                     benchmark_status.json (a symlink is unlinked, never followed): run it
+                     before submitting the array, so that the array starts clean
+  benchmark-point    array task N (--task N, else SLURM_ARRAY_TASK_ID) measures point N for
+                     repeat 1..repeats with the exports of its own (model, batch) only (made
+                     under a lock when missing); writes run_dir/points/<N>.json (task, point,
+                     host, node, slurm_job, records, ok; rewritten after each repeat, + "error"
+                     when something other than a measurement ended it) and
+                     points/<N>.progress.jsonl; never benchmark.json or benchmark_status.json.
+                     Exit 1 when a measurement failed
+  benchmark-collect  merges every points/<N>.json into benchmark.json (ordered by task, then
+                     repeat: the records `benchmark` writes), rewrites benchmark.progress.jsonl
+                     and writes benchmark_status.json (+ "tasks"); prints {"benchmark":
+                     "collected", "tasks", "records", "failed_tasks", "points"}. A failed task:
+                     its file unreadable or not JSON, from another plan, ended early, short of
+                     repeats, or with a failed measurement. Exit 0 even then: the caller
+                     compares the tasks with the points it submitted
+
 crosscheck: each mode of the first (model, batch), per thread count, measured through the
 stage and by pasting its printed command into /bin/sh (what a person does by hand),
 `repeats` times each, interleaved; run_dir/crosscheck.json gives both medians, their
@@ -39,7 +58,9 @@ difference and the stage's own spread (agreement: within 5% or within that sprea
 import copy
 import json
 import os
+import re
 import shutil
+import socket
 import statistics
 import subprocess
 import time
@@ -228,7 +249,9 @@ def _parse(mode: str, output: str) -> Tuple[Optional[float], Dict[str, Any]]:
 
 def measure(c: Config, src: dl.CodeSource, d: dl.Dialect, p: Point, repeat: int,
             arts: Dict[Tuple[str, int], Dict[str, Artifact]], images: List[str],
-            tfv: Optional[str], tag_prefix: str = "") -> Dict[str, Any]:
+            tfv: Optional[str], tag_prefix: str = "", images_dir: Optional[str] = None) -> Dict[str, Any]:
+    """One measurement of point p. images_dir: where the batch's image links are made
+    (run_dir/benchmark/_images/b<batch> unless given: an array task has a folder of its own)."""
     model, batch, threads, mode = p
     hw = dl.image_size_of(c, dl.bm_hparams(c, model) if mode == "bm" else dl.infer_hparams(c), model)
     rec: Dict[str, Any] = {
@@ -252,7 +275,8 @@ def measure(c: Config, src: dl.CodeSource, d: dl.Dialect, p: Point, repeat: int,
             rec.update(error=art.reason or "not exported", unsupported=art.unsupported,
                        threads_via=None, command=None, log=None)
             return rec
-        staged = fill_batch(images, os.path.join(c.run_dir, "benchmark", "_images", f"b{batch}"), batch)
+        staged = fill_batch(images, images_dir or os.path.join(c.run_dir, "benchmark", "_images", f"b{batch}"),
+                            batch)
         rec["distinct_images"] = min(len(images), batch)
     argv, env, via, dropped = command_for(c, src, d, p, art, staged, tag)
     log = os.path.join(c.run_dir, "benchmark", "logs", tag + ".log")
@@ -323,26 +347,42 @@ def run(c: Config) -> int:
             rec = measure(c, src, d, pt, repeat, arts, images, tfv)
             records.append(rec)
             write_json(p["records"], records)  # partial results survive an interrupted matrix
-            line = row_line(rec)
-            with open(p["progress"], "a", encoding="utf-8") as f:
-                f.write(json.dumps({"line": line, "ok": rec["ok"], "n": len(records),
-                                    "total": len(plan)}) + "\n")
-            print(json.dumps({k: rec[k] for k in ("model", "mode", "batch", "threads", "repeat",
-                                                  "latency_ms", "fps", "ok")}), flush=True)
-            status.update(done=len(records), failed=sum(1 for r in records if not r["ok"]
-                                                        and not r.get("unsupported")))
+            _report(p["progress"], rec, len(records), len(plan))
+            status.update(done=len(records), failed=sum(1 for r in records if _failed(r)))
             write_json(p["status"], status)
     except BaseException as e:
         status.update(state="failed", reason=f"{type(e).__name__}: {e}", ended=time.time())
         write_json(p["status"], status)
         raise
-    bad = [r for r in records if not r["ok"] and not r.get("unsupported")]
+    bad = [r for r in records if _failed(r)]
     for r in bad:
         eprint(f"effdetlab.stages benchmark: {row_line(r)} (see {r['log']})")
     status.update(state="finished" if not bad else "failed", ended=time.time(),
-                  reason=f"{len(bad)} measurement(s) failed: {row_line(bad[0])}" if bad else None)
+                  reason=_failed_reason(bad) if bad else None)
     write_json(p["status"], status)
     return 1 if bad else 0
+
+
+def _failed(r: Dict[str, Any]) -> bool:
+    """A measurement that failed (not one this TensorFlow cannot run)."""
+    return not r["ok"] and not r.get("unsupported")
+
+
+def _failed_reason(bad: List[Dict[str, Any]]) -> str:
+    return f"{len(bad)} measurement(s) failed: {row_line(bad[0])}"
+
+
+def _progress_line(rec: Dict[str, Any], n: int, total: int) -> str:
+    """A line of benchmark.progress.jsonl: measurement n of total."""
+    return json.dumps({"line": row_line(rec), "ok": rec["ok"], "n": n, "total": total})
+
+
+def _report(progress: str, rec: Dict[str, Any], n: int, total: int) -> None:
+    """A measurement has ended: its progress line into the file, its JSON line to stdout."""
+    with open(progress, "a", encoding="utf-8") as f:
+        f.write(_progress_line(rec, n, total) + "\n")
+    print(json.dumps({k: rec[k] for k in ("model", "mode", "batch", "threads", "repeat",
+                                          "latency_ms", "fps", "ok")}), flush=True)
 
 
 def detach(c: Config) -> int:
@@ -376,6 +416,177 @@ def current_status(c: Config) -> Dict[str, Any]:
 
 def status_cmd(c: Config) -> int:
     print(json.dumps(current_status(c)), flush=True)
+    return 0
+
+
+# ----------------------------------------------------------------------------- a Slurm job array: a task per point
+
+POINT_FILE = re.compile(r"^(0|[1-9][0-9]*)\.json$")  # points/<N>.json; not <N>.progress.jsonl, tmp files
+ROW_KEYS = ("model", "mode", "batch", "threads", "repeat", "repeats", "ok")  # what row_line() reads
+
+
+def points_dir(c: Config) -> str:
+    return os.path.join(c.run_dir, "points")
+
+
+def task_id(given: Optional[str], pts: List[Point]) -> int:
+    """The array task's index into points(): --task, else SLURM_ARRAY_TASK_ID."""
+    where = "--task" if given is not None else "SLURM_ARRAY_TASK_ID"
+    raw = given if given is not None else os.environ.get("SLURM_ARRAY_TASK_ID")
+    valid = (f"the valid task ids are 0..{len(pts) - 1} ({len(pts)} point(s) in this config)" if pts
+             else "this config has no point to measure")
+    if raw is None:
+        raise StageInputError(f"no task id: give --task N or run it as a Slurm array task "
+                              f"(SLURM_ARRAY_TASK_ID); {valid}")
+    try:
+        n = int(raw)
+    except ValueError:
+        raise StageInputError(f"{where}={raw!r} is not an integer; {valid}") from None
+    if not 0 <= n < len(pts):
+        raise StageInputError(f"{where}={raw!r} is out of range: {valid}")
+    return n
+
+
+def _artifacts_locked(c: Config, model: str, batch: int) -> Dict[str, Artifact]:
+    """artifacts() of one (model, batch) under an exclusive lock: of the array tasks that need
+    the same export at once, one makes it, the others wait and reuse it."""
+    import fcntl
+    lock = os.path.join(c.run_dir, "exports", f"{model}-b{batch}.lock")
+    os.makedirs(os.path.dirname(lock), exist_ok=True)
+    with open(lock, "a", encoding="utf-8") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)  # released when the file closes
+        return artifacts(c, model, batch)
+
+
+def _point_result(c: Config, n: int, pt: Point, records: List[Dict[str, Any]]) -> Dict[str, Any]:
+    return {"task": n, "point": list(pt), "host": c.benchmark.host, "node": socket.gethostname(),
+            "slurm_job": os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID"),
+            "records": records, "ok": not any(_failed(r) for r in records)}
+
+
+def point(c: Config, task: Optional[str] = None) -> int:
+    """Array task N: point N of points(), measured `repeats` times, into points/<N>.json."""
+    pts = points(c)
+    n = task_id(task, pts)
+    pt, repeats = pts[n], c.benchmark.repeats
+    out = os.path.join(points_dir(c), f"{n}.json")
+    progress = os.path.join(points_dir(c), f"{n}.progress.jsonl")
+    os.makedirs(points_dir(c), exist_ok=True)
+    if os.path.lexists(out):
+        os.remove(out)  # an earlier try of this task: never taken for this one's result
+    open(progress, "w").close()
+    records: List[Dict[str, Any]] = []
+    try:
+        images = _check(c)
+        src = dl.locate(c)
+        d = dl.resolve(c, src)
+        tfv = tf_version(c.python)
+        model, batch, _threads, mode = pt
+        arts = {(model, batch): _artifacts_locked(c, model, batch)} if mode in EXPORTED_MODES else {}
+        staged = os.path.join(c.run_dir, "benchmark", "_images", f"task{n}")
+        for repeat in range(1, repeats + 1):
+            records.append(measure(c, src, d, pt, repeat, arts, images, tfv, images_dir=staged))
+            write_json(out, _point_result(c, n, pt, records))  # partial results survive
+            _report(progress, records[-1], len(records), repeats)
+    except BaseException as e:
+        write_json(out, dict(_point_result(c, n, pt, records), ok=False, error=f"{type(e).__name__}: {e}"))
+        raise
+    bad = [r for r in records if _failed(r)]
+    for r in bad:
+        eprint(f"effdetlab.stages benchmark-point: {row_line(r)} (see {r['log']})")
+    return 1 if bad else 0
+
+
+def _read_point(path: str) -> Tuple[Any, Optional[str]]:
+    """(the file's JSON, None) or (None, why it cannot be read)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f), None
+    except OSError as e:
+        return None, f"unreadable ({e})"
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        return None, f"not valid JSON ({e})"
+
+
+def _point_records(doc: Any, n: int, pts: List[Point], repeats: int) -> Tuple[Optional[List[Dict[str, Any]]], List[str]]:
+    """(task n's records in repeat order, or None where none can be trusted; why it failed)."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("records"), list):
+        return None, ["not a point result (no records list)"]
+    if n >= len(pts) or doc.get("task") != n or doc.get("point") != list(pts[n]):
+        want = list(pts[n]) if n < len(pts) else f"none (0..{len(pts) - 1})"
+        return None, [f"holds task {doc.get('task')!r} point {doc.get('point')!r}; "
+                      f"this config's task {n} is {want}"]
+    if not all(isinstance(r, dict) and all(k in r for k in ROW_KEYS) and isinstance(r["repeat"], int)
+               for r in doc["records"]):
+        return None, ["a malformed record"]
+    recs = sorted(doc["records"], key=lambda r: r["repeat"])
+    why = [f"ended early: {doc['error']}"] if doc.get("error") else []
+    if len(recs) < repeats:
+        why.append(f"{len(recs)} of {repeats} repeat(s)")
+    bad = sum(1 for r in recs if _failed(r))
+    if bad:
+        why.append(f"{bad} measurement(s) failed")
+    return recs, why
+
+
+def _collect_tasks(c: Config) -> Tuple[List[int], List[Dict[str, Any]], Dict[int, List[str]]]:
+    """(task ids found, their records by task then repeat, why each failed task failed)."""
+    folder, pts = points_dir(c), points(c)
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    tasks = sorted(int(m.group(1)) for m in (POINT_FILE.match(x) for x in names) if m)
+    records: List[Dict[str, Any]] = []
+    failed: Dict[int, List[str]] = {}
+    for n in tasks:
+        doc, unreadable = _read_point(os.path.join(folder, f"{n}.json"))
+        recs, why = (None, [unreadable]) if unreadable else _point_records(doc, n, pts, c.benchmark.repeats)
+        records += recs or []
+        if why:
+            failed[n] = why
+    return tasks, records, failed
+
+
+def collect(c: Config) -> int:
+    """Merge the array tasks' points/<N>.json into benchmark.json, benchmark.progress.jsonl
+    and benchmark_status.json, as `benchmark` would have written them."""
+    p = paths(c)
+    tasks, records, failed = _collect_tasks(c)
+    bad = [r for r in records if _failed(r)]
+    other = {n: [w for w in why if not w.endswith("measurement(s) failed")] for n, why in failed.items()}
+    reasons = ([_failed_reason(bad)] if bad else []) + [
+        f"task {n}: {', '.join(why)}" for n, why in sorted(other.items()) if why]
+    # A host where no task ran has nothing wrong of its own: the play checks that
+    # the hosts' tasks together cover the sweep (benchmark_slurm.yml).
+    os.makedirs(c.run_dir, exist_ok=True)
+    write_json(p["records"], records)
+    tmp = f"{p['progress']}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(_progress_line(r, i, len(records)) + "\n" for i, r in enumerate(records, 1))
+    os.replace(tmp, p["progress"])
+    write_json(p["status"], {"state": "failed" if reasons else "finished", "done": len(records),
+                             "total": len(records), "failed": len(bad), "tasks": tasks, "ended": time.time(),
+                             "reason": "; ".join(reasons) if reasons else
+                             (None if tasks else "no array task ran on this host")})
+    print(json.dumps({"benchmark": "collected", "tasks": tasks, "records": len(records),
+                      "failed_tasks": sorted(failed), "points": len(points(c))}), flush=True)
+    return 0
+
+
+def _remove(path: str) -> bool:
+    """Remove a file, a folder or a symlink; a symlink is unlinked, what it names is left."""
+    if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
+        os.remove(path)
+    elif os.path.isdir(path):
+        shutil.rmtree(path)  # unlinks the symlinks inside, never descends into them
+    else:
+        return False
+    return True
+
+
+def reset(c: Config) -> int:
+    """Clear the last array's results (points/, benchmark.json, its progress and status)."""
+    p = paths(c)
+    removed = [x for x in (points_dir(c), p["records"], p["progress"], p["status"]) if _remove(x)]
+    print(json.dumps({"benchmark": "reset", "removed": removed}), flush=True)
     return 0
 
 

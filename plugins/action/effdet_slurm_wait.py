@@ -1,0 +1,1 @@
+../../roles/effdet_tasks/action_plugins/effdet_slurm_wait.py

@@ -1,0 +1,1 @@
+../../roles/effdet_tasks/filter_plugins/effdet_bench.py
