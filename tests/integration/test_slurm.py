@@ -301,7 +301,7 @@ def test_a_node_taken_down_mid_job_fails_its_host_and_the_other_finishes(cluster
     ctl, node = cluster.controller, cluster.node
     run = "pytest-slurm-down"
     shutil.rmtree(RESULTS / run, ignore_errors=True)
-    argv, env = playbook_command("playbooks/effdet.yml", "--tags", "train", "-e",
+    argv, env = playbook_command("playbooks/effdet.yml", "--tags", "data,train", "-e",
                                  vars_file(tmp_path, effdet_tasks_run_name=run, effdet_tasks_num_epochs=2),
                                  inventory=cluster.inventory)
     with subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -318,7 +318,8 @@ def test_a_node_taken_down_mid_job_fails_its_host_and_the_other_finishes(cluster
         try:
             output, _ = play.communicate(timeout=900)
         finally:
-            ctl.sh(f"scontrol update nodename={node.name} state=resume")
+            # (Slurm may have returned the node to service already: then resume is refused.)
+            ctl.sh(f"scontrol update nodename={node.name} state=resume", check=False)
     result = PlaybookRun(play.returncode, output)
     assert result.rc != 0
     assert result.recap[node.name]["failed"] == 1, result.recap
@@ -332,3 +333,7 @@ def test_a_node_taken_down_mid_job_fails_its_host_and_the_other_finishes(cluster
     while node.sh("docker ps --quiet --filter name=effdet-job-").stdout.strip() and time.monotonic() < deadline:
         time.sleep(1)
     assert node.sh("docker ps --quiet --filter name=effdet-job-").stdout.strip() == ""
+    deadline = time.monotonic() + 60
+    while sinfo(cluster)[node.name] != "idle" and time.monotonic() < deadline:
+        time.sleep(1)
+    assert sinfo(cluster)[node.name] == "idle"

@@ -51,6 +51,11 @@ TAIL_LINES = 5
 QUEUE_KEYS = frozenset(("name", "wait", "gpus", "pin", "array", "exclusive", "exclude"))
 
 
+def truthy(value: Any) -> bool:
+    """A task argument or variable as a bool: templated values may arrive as 'True'."""
+    return str(value).strip().lower() in ("true", "1", "yes")
+
+
 def exec_error(result: Mapping[str, Any], what: str) -> str:
     """'<what> failed (exit N): <reason>' for a failed exec's result."""
     lines = [line.strip() for line in str(result.get("stderr") or "").splitlines() if line.strip()]
@@ -107,7 +112,7 @@ class ActionModule(ActionBase):
     def _submit(self, result: Dict[str, Any], run: List[str], what: str, host: str, queue: Mapping[str, Any],
                 fail: Any, task_vars: Optional[Dict[str, Any]]) -> Dict[str, Any]:
         name = str(queue["name"])
-        wait = str(queue.get("wait", False)).lower() in ("true", "1", "yes")
+        wait = truthy(queue.get("wait", False))
         array = int(queue.get("array") or 0)
         if self._task.check_mode:
             return {**result, "changed": True, "skipped": False,
@@ -124,12 +129,12 @@ class ActionModule(ActionBase):
             what=f"{what} on {host}", container=str(self._shared("effdet_tasks_container")),
             user=str(self._shared("effdet_tasks_user")), python=str(self._shared("effdet_tasks_python")),
             argv=run, env={str(k): str(v) for k, v in (self._shared("effdet_tasks_exec_env") or {}).items()},
-            docker_gpus=str(self._shared("effdet_tasks_slurm_docker_gpus_resolved")).lower() in ("true", "1", "yes"))
+            docker_gpus=truthy(self._shared("effdet_tasks_slurm_docker_gpus_resolved")))
         argv = slurm_job.sbatch_argv(
             name, str(self._shared("effdet_tasks_slurm_partition")), self._log_dir(),
-            node=str(self._shared("effdet_tasks_slurm_node")) if queue.get("pin", not array) else None,
+            node=str(self._shared("effdet_tasks_slurm_node")) if truthy(queue.get("pin", not array)) else None,
             gpus=int(queue.get("gpus", self._shared("effdet_tasks_slurm_gpus"))),
-            cpus=int(self._shared("effdet_tasks_slurm_cpus_per_task")), exclusive=str(queue.get("exclusive", False)).lower() in ("true", "1", "yes"),
+            cpus=int(self._shared("effdet_tasks_slurm_cpus_per_task")), exclusive=truthy(queue.get("exclusive", False)),
             array=array, wait=wait, exclude=[str(n) for n in queue.get("exclude") or []])
         submitted = self._command(argv, task_vars, stdin=slurm_job.job_script(spec))
         try:
