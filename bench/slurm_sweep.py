@@ -14,9 +14,11 @@ demo's sweep (inventory/labbox/group_vars/gpu_hosts/lab.yml) by turns:
 
 Each turn's config differs from the last one's (a host's share against the
 whole sweep), so every turn measures the whole sweep anew; --rounds N runs
-exec, slurm, then slurm, exec, ... so that neither always goes first.
+exec, slurm, then slurm, exec, ... so that neither always goes first
+(--first slurm when exec measured the run last). A turn that measured
+nothing (its sweep found done) stops the bench.
 
-    .venv/bin/python bench/slurm_sweep.py [--rounds 1] [--out bench/results/slurm-sweep]
+    .venv/bin/python bench/slurm_sweep.py [--rounds 1] [--run default] [--out bench/results/slurm-sweep]
 
 Writes <out>.json, <out>.md and <out>.png: each turn's wall time (the
 stage's play, the same preflight in both), its points and records.
@@ -34,12 +36,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 INVENTORY = REPO / "inventory" / "labbox"
-RUN = "bench-slurm-sweep"
 
 
-def turn(executor: str) -> dict:
+def turn(executor: str, run: str) -> dict:
     cmd = [str(REPO / ".venv" / "bin" / "ansible-playbook"), "-i", str(INVENTORY), "playbooks/effdet.yml",
-           "--tags", "benchmark", "-e", f"effdet_tasks_executor={executor}", "-e", f"effdet_tasks_run_name={RUN}"]
+           "--tags", "benchmark", "-e", f"effdet_tasks_executor={executor}", "-e", f"effdet_tasks_run_name={run}"]
     started = time.monotonic()
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False,
                           env={**os.environ, "ANSIBLE_NOCOLOR": "1"})
@@ -47,18 +48,24 @@ def turn(executor: str) -> dict:
     if done.returncode != 0:
         sys.stderr.write(done.stdout[-5000:])
         raise SystemExit(f"[bench] the {executor} turn failed (rc {done.returncode})")
-    merged = json.loads((REPO / "results" / "effdet" / RUN / "benchmark.json").read_text())
-    records = merged["records"] if isinstance(merged, dict) else merged
+    if "Merge every host's records into one table and plot (controller)" not in done.stdout or \
+            "skipping: [" in done.stdout.split("Merge every host's records")[1].split("TASK [")[0]:
+        raise SystemExit(f"[bench] the {executor} turn measured nothing: the run's last sweep was {executor}'s "
+                         "(give --first the other executor)")
+    # The merged report names the hosts' benchmark.json files it read: every record of the turn.
+    merged = json.loads((REPO / "results" / "effdet" / run / "benchmark.json").read_text())
+    records = [r for path in merged["files"] for r in json.loads(Path(path).read_text())]
     hosts = sorted({r["host"] for r in records})
     points = {(r["model"], r["mode"], r["batch"], r["threads"]) for r in records}
     return {"executor": executor, "wall_s": round(wall, 1), "points": len(points), "records": len(records),
             "ok": sum(1 for r in records if r.get("ok")), "hosts_measuring": hosts}
 
 
-def train_first() -> None:
-    """The run's model, trained once (by the queue) before any timed turn."""
+def train_first(run: str) -> None:
+    """The run's model, trained (by the queue) before any timed turn; the demo's run
+    (`default`) has it already, and this changes nothing."""
     cmd = [str(REPO / ".venv" / "bin" / "ansible-playbook"), "-i", str(INVENTORY), "playbooks/effdet.yml",
-           "--tags", "data,train,export", "-e", "effdet_tasks_executor=slurm", "-e", f"effdet_tasks_run_name={RUN}"]
+           "--tags", "data,train,export", "-e", "effdet_tasks_executor=slurm", "-e", f"effdet_tasks_run_name={run}"]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False,
                           env={**os.environ, "ANSIBLE_NOCOLOR": "1"})
     if done.returncode != 0:
@@ -98,18 +105,23 @@ def plot(turns: list[dict], path: Path) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--first", choices=("exec", "slurm"), default="exec",
+                    help="the executor of the first turn: not the one that last measured this run (it would find "
+                         "its sweep done and measure nothing)")
+    ap.add_argument("--run", default="default", help="effdet_tasks_run_name (default: the demo's run)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "slurm-sweep"))
     args = ap.parse_args()
     out = Path(args.out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     print("[bench] training the run's model through the queue (untimed)", flush=True)
-    train_first()
+    train_first(args.run)
+    other = "exec" if args.first == "slurm" else "slurm"
     order: list[str] = []
     for r in range(args.rounds):
-        order += ["exec", "slurm"] if r % 2 == 0 else ["slurm", "exec"]
+        order += [args.first, other] if r % 2 == 0 else [other, args.first]
     turns = []
     for executor in order:
-        turns.append(turn(executor))
+        turns.append(turn(executor, args.run))
         print(f"[bench] {executor}: {turns[-1]['wall_s']} s, {turns[-1]['points']} points, "
               f"{turns[-1]['records']} records", flush=True)
     hosts = len({h for t in turns for h in t["hosts_measuring"]})

@@ -23,7 +23,9 @@ slurm-wlm 22.05). In file order, on the same two hosts:
    tasks Slurm deals out over both nodes, and the results reach the
    controller as with docker exec; a second run submits nothing and
    changes nothing;
-8. a node taken down in the middle of its training job fails that host with
+8. a benchmark task that fails (every measurement cut off after 1 s) fails
+   the play naming each task, its point, Slurm's words and its last log lines;
+9. a node taken down in the middle of its training job fails that host with
    Slurm's state and reason and the job's last log lines, stops the job's
    container, and the other node's training finishes.
 """
@@ -257,7 +259,8 @@ def test_effdet_stages_run_as_slurm_jobs_through_site_yml(cluster: Cluster, tmp_
     shutil.rmtree(RESULTS / RUN, ignore_errors=True)
     extra = vars_file(tmp_path)
     started = time.monotonic()
-    first = cluster.play("-e", extra, playbook="site.yml")
+    # (The verifier's Slurm checks ran on this cluster above: test_converges_twice.)
+    first = cluster.play("-e", extra, "--skip-tags", "verify", playbook="site.yml")
     took = time.monotonic() - started
     assert first.rc == 0, first.output[-6000:]
     jobs = effdet_jobs(cluster, RUN)
@@ -291,19 +294,35 @@ def test_effdet_stages_run_as_slurm_jobs_through_site_yml(cluster: Cluster, tmp_
     for host in cluster.hosts:
         assert host.sh("docker ps --all --quiet --filter name=effdet-job-").stdout.strip() == "", host.name
 
-    second = cluster.play("-e", extra, playbook="site.yml")
+    second = cluster.play("-e", extra, playbook="playbooks/effdet.yml")
     assert second.rc == 0, second.output[-4000:]
     assert second.changed() == 0, second.recap
     assert effdet_jobs(cluster, RUN).keys() == jobs.keys(), "a run that changes nothing submits no job"
 
 
+def test_a_failed_benchmark_task_fails_the_play_naming_it(cluster: Cluster, tmp_path: Path) -> None:
+    """Every measurement cut off after 1 s: each array task fails, and the play says which, with Slurm's words."""
+    run = cluster.play("--tags", "benchmark", "-e", vars_file(tmp_path, effdet_tasks_stage_timeout_s=1,
+                                                             effdet_tasks_benchmark_repeats=1),
+                       playbook="playbooks/effdet.yml")
+    assert run.rc != 0
+    text = " ".join(run.output.split())
+    match = re.search(r"The benchmark sweep \(Slurm array (\d+)\) is incomplete: (.*?) logs in", text)
+    assert match, run.output[-4000:]
+    array, said = match.groups()
+    for task, label in enumerate(["batch 1 threads 1", "batch 1 threads 2", "batch 2 threads 1", "batch 2 threads 2"]):
+        assert re.search(rf"task {task} \(efficientdet-d0 bm {label}\): Slurm job {array}_{task} FAILED on "
+                         r"scratch-(9|10) \(exit 1:0, reason NonZeroExitCode\), last lines: ", said), said
+    assert "timed out" in said, said
+    assert run.recap[cluster.controller.name]["failed"] == 1, run.recap
+
+
 def test_a_node_taken_down_mid_job_fails_its_host_and_the_other_finishes(cluster: Cluster, tmp_path: Path) -> None:
     ctl, node = cluster.controller, cluster.node
-    run = "pytest-slurm-down"
-    shutil.rmtree(RESULTS / run, ignore_errors=True)
-    argv, env = playbook_command("playbooks/effdet.yml", "--tags", "data,train", "-e",
-                                 vars_file(tmp_path, effdet_tasks_run_name=run, effdet_tasks_num_epochs=2),
-                                 inventory=cluster.inventory)
+    # The converted data of the run above; two epochs make a training of its own (another train id).
+    run = RUN
+    argv, env = playbook_command("playbooks/effdet.yml", "--tags", "train", "-e",
+                                 vars_file(tmp_path, effdet_tasks_num_epochs=2), inventory=cluster.inventory)
     with subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True) as play:
         deadline = time.monotonic() + 600
@@ -328,7 +347,8 @@ def test_a_node_taken_down_mid_job_fails_its_host_and_the_other_finishes(cluster
     assert "NODE_FAIL" in message and f"on {node.name}" in message, message
     assert "Last lines" in message or "Runner:" in message, message
     # The other node's training finished, and the cancelled job's container is gone.
-    assert json.loads((RESULTS / run / ctl.name / "train" / "train_status.json").read_text())["state"] == "finished"
+    status = json.loads((RESULTS / run / ctl.name / "train" / "train_status.json").read_text())
+    assert status["state"] == "finished" and status["train_steps"] == 2 * 4, status
     deadline = time.monotonic() + 60
     while node.sh("docker ps --quiet --filter name=effdet-job-").stdout.strip() and time.monotonic() < deadline:
         time.sleep(1)

@@ -43,6 +43,10 @@ class ActionModule(ActionBase):
         return self._execute_module(module_name="ansible.legacy.command", module_args={"argv": argv},
                                     task_vars=task_vars)
 
+    @staticmethod
+    def _label(labels: list[str], task: int) -> str:
+        return f" ({labels[task]})" if 0 <= task < len(labels) else ""
+
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
@@ -56,19 +60,24 @@ class ActionModule(ActionBase):
         poll = max(1, int(args.get("poll_seconds", 5)))
         deadline = time.monotonic() + 60 * float(args.get("timeout_minutes", 720))
         seen: dict[int, tuple[str, str]] = {}
+        ended: set[int] = set()
         started = time.monotonic()
         while True:
             res = self._command(["squeue", "--noheader", "--array", "--jobs", job,
                                  "--format", slurm_job.SQUEUE_FORMAT], task_vars)
             entries = [e for e in slurm_job.parse_squeue(res.get("stdout", "")) if e.task is not None
                        and e.state not in slurm_job.ENDED_STATES] if res.get("rc", 1) == 0 else []
+            now = {e.task for e in entries}
+            for task in sorted(set(seen) - now - ended):
+                ended.add(task)  # left the queue: it has ended (how, scontrol says below)
+                display.display(f"  [effdet] array {job} task {task}{self._label(labels, task)}: ended "
+                                f"(was {seen[task][0]} {seen[task][1]}); {len(ended)} of {len(labels) or '?'} ended")
             for e in entries:
                 where = f"on {e.node}" if e.state == "RUNNING" else f"({e.reason})"
                 if seen.get(e.task) != (e.state, where):
                     seen[e.task] = (e.state, where)
-                    label = labels[e.task] if e.task < len(labels) else ""
-                    display.display(f"  [effdet] array {job} task {e.task}" + (f" ({label})" if label else "")
-                                    + f": {e.state} {where}")
+                    display.display(f"  [effdet] array {job} task {e.task}{self._label(labels, e.task)}: "
+                                    f"{e.state} {where}")
             if not entries:
                 break
             if time.monotonic() > deadline:
