@@ -28,7 +28,9 @@ Slurm allocated). `queue` says how:
   exclusive   the whole node per job (a benchmark's measurement to itself)
   exclude     nodes the job must not use
 Without `wait` the result carries `slurm_job` (the id) for effdet_follow or
-effdet_slurm_wait to follow. In check mode nothing is submitted.
+effdet_slurm_wait to follow. A job runs its step in the foreground (a
+`--detach` in `run` is dropped: the job is what runs detached). In check mode
+nothing is submitted.
 """
 from __future__ import annotations
 
@@ -94,7 +96,7 @@ class ActionModule(ActionBase):
             unknown = set(queue) - QUEUE_KEYS
             if unknown or not queue.get("name"):
                 return {**result, "failed": True, "msg": f"effdet_stage queue: needs a name; unknown keys {sorted(unknown)}"}
-            return self._submit(result, run, what, host, queue, fail, task_vars)
+            return self._submit(result, [a for a in run if a != "--detach"], what, host, queue, fail, task_vars)
         args = {key: self._shared(var) for key, var in SHARED.items()}
         args["argv"] = [str(self._shared("effdet_tasks_python")), "-m", *run]
         exec_result = self._execute_module(module_name=EXEC_MODULE, module_args=args, task_vars=task_vars)
