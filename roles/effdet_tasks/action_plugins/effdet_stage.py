@@ -4,7 +4,7 @@ the lab user, and fail with the step's own words.
     - effdet_stage:
         run: [effdetlab.stages, export, --config, "{{ effdet_tasks_train_ctr }}/export.config.json"]
         what: the export
-        queue: {name: "effdet-export-{{ effdet_tasks_train_id[:12] }}", wait: true}
+        queue: {name: "{{ effdet_tasks_slurm_job_prefix }}-export", wait: true}
 
 is `python -m effdetlab.stages export --config ...` through
 community.docker.docker_container_exec, with the container, user,
