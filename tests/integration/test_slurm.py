@@ -17,6 +17,8 @@ slurm-wlm 22.05). In file order, on the same two hosts:
    the other (Slurm's own record of their times, jobcomp/filetxt);
 6. a node taken down makes the play and the verifier fail, naming it (and,
    in the play, Slurm's reason);
+With EFFDET_LAB_SLURM_JOBS=1 only (about 15 minutes; see slurm_jobs below):
+
 7. with effdet_tasks_executor: slurm, site.yml takes both hosts from bare to
    trained and benchmarked through the queue: each host's training is a
    Slurm job on its node, the 4-point benchmark sweep one job array whose
@@ -32,6 +34,7 @@ slurm-wlm 22.05). In file order, on the same two hosts:
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -236,6 +239,13 @@ def test_a_node_taken_down_fails_the_play_with_its_reason(cluster: Cluster) -> N
 # ---------------------------------------------------------------- the effdet stages as Slurm jobs
 
 RUN = "pytest-slurm"
+# The stages as Slurm jobs take both hosts from bare to trained and benchmarked:
+# about 15 minutes of both cores, which beside the main lane of `make test` made
+# the main lane's timing checks fail (test_hostile_values: 538 s against 420 s,
+# and `make test` took 65 minutes in all). They run when asked:
+#   EFFDET_LAB_SLURM_JOBS=1 .venv/bin/python -m pytest tests/integration/test_slurm.py
+slurm_jobs = pytest.mark.skipif(os.environ.get("EFFDET_LAB_SLURM_JOBS") != "1",
+                                reason="the stages as Slurm jobs: set EFFDET_LAB_SLURM_JOBS=1 (about 15 min)")
 RESULTS = REPO / "results" / "effdet"
 # 4 points (batch 1 and 2, threads 1 and 2, automl's bm), 2 repeats each.
 SWEEP = {"effdet_tasks_executor": "slurm", "effdet_tasks_run_name": RUN, "effdet_tasks_tflite": False,
@@ -255,6 +265,7 @@ def effdet_jobs(cluster: Cluster, run: str) -> dict[str, dict[str, str]]:
     return {job: rec for job, rec in jobcomp(cluster).items() if rec.get("Name", "").startswith(f"effdet-{run}-")}
 
 
+@slurm_jobs
 def test_effdet_stages_run_as_slurm_jobs_through_site_yml(cluster: Cluster, tmp_path: Path) -> None:
     shutil.rmtree(RESULTS / RUN, ignore_errors=True)
     extra = vars_file(tmp_path)
@@ -300,6 +311,7 @@ def test_effdet_stages_run_as_slurm_jobs_through_site_yml(cluster: Cluster, tmp_
     assert effdet_jobs(cluster, RUN).keys() == jobs.keys(), "a run that changes nothing submits no job"
 
 
+@slurm_jobs
 def test_a_failed_benchmark_task_fails_the_play_naming_it(cluster: Cluster, tmp_path: Path) -> None:
     """Every measurement cut off after 1 s: each array task fails, and the play says which, with Slurm's words."""
     run = cluster.play("--tags", "benchmark", "-e", vars_file(tmp_path, effdet_tasks_stage_timeout_s=1,
@@ -317,6 +329,7 @@ def test_a_failed_benchmark_task_fails_the_play_naming_it(cluster: Cluster, tmp_
     assert run.recap[cluster.controller.name]["failed"] == 1, run.recap
 
 
+@slurm_jobs
 def test_a_node_taken_down_mid_job_fails_its_host_and_the_other_finishes(cluster: Cluster, tmp_path: Path) -> None:
     ctl, node = cluster.controller, cluster.node
     # The converted data of the run above; two epochs make a training of its own (another train id).
