@@ -116,6 +116,16 @@ def sbatch_argv(name: str, partition: str, log_dir: str, node: Optional[str] = N
     return argv
 
 
+def squeue_argv(job: str, array: bool = False) -> List[str]:
+    """squeue's command line for one job (with `array`, each of its tasks), in SQUEUE_FORMAT."""
+    return ["squeue", "--noheader", *(["--array"] if array else []), "--jobs", str(job), "--format", SQUEUE_FORMAT]
+
+
+def scontrol_argv(job: str) -> List[str]:
+    """scontrol's command line for one job's record (an array's: one line per task), for parse_records."""
+    return ["scontrol", "--oneliner", "show", "job", str(job)]
+
+
 def job_id(sbatch_stdout: str) -> str:
     """The job id `sbatch --parsable` printed ('12' or '12;cluster')."""
     for line in reversed(str(sbatch_stdout or "").strip().splitlines()):

@@ -163,6 +163,12 @@ def test_sbatch_command_lines() -> None:
     assert sj.output_paths("/l/", "x", "12", False) == {"out": "/l/x-12.out", "err": "/l/x-12.err"}
 
 
+def test_squeue_and_scontrol_command_lines() -> None:
+    assert sj.squeue_argv("12") == ["squeue", "--noheader", "--jobs", "12", "--format", "%K|%T|%N|%r"]
+    assert sj.squeue_argv("12", array=True)[:3] == ["squeue", "--noheader", "--array"]
+    assert sj.scontrol_argv("12") == ["scontrol", "--oneliner", "show", "job", "12"]
+
+
 def test_job_ids_from_sbatch() -> None:
     assert sj.job_id("12\n") == "12"
     assert sj.job_id("13;lab\n") == "13"

@@ -101,7 +101,7 @@ class ActionModule(ActionBase):
 
     def _job_queue_state(self, job: str, task_vars: dict[str, Any]) -> tuple[str, str]:
         """(state, reason) of a queued or running job; ('', '') once Slurm has ended it."""
-        res = self._command(["squeue", "--noheader", "--jobs", job, "--format", slurm_job.SQUEUE_FORMAT], task_vars)
+        res = self._command(slurm_job.squeue_argv(job), task_vars)
         if res.get("rc", 1) != 0:  # squeue refuses a job id it no longer knows
             return "", ""
         entries = slurm_job.parse_squeue(res.get("stdout", ""))
@@ -112,7 +112,7 @@ class ActionModule(ActionBase):
     def _job_failure(self, job: str, args: dict[str, Any], task_vars: dict[str, Any]) -> str:
         """Slurm's word on an ended job and the last lines of its log."""
         records = slurm_job.parse_records(self._command(
-            ["scontrol", "--oneliner", "show", "job", job], task_vars).get("stdout", ""))
+            slurm_job.scontrol_argv(job), task_vars).get("stdout", ""))
         said = slurm_job.outcome(records[0]) if records else f"Slurm job {job} (no longer known to scontrol)"
         tails = []
         for key in ("err", "out"):

@@ -63,8 +63,7 @@ class ActionModule(ActionBase):
         ended: set[int] = set()
         started = time.monotonic()
         while True:
-            res = self._command(["squeue", "--noheader", "--array", "--jobs", job,
-                                 "--format", slurm_job.SQUEUE_FORMAT], task_vars)
+            res = self._command(slurm_job.squeue_argv(job, array=True), task_vars)
             entries = [e for e in slurm_job.parse_squeue(res.get("stdout", "")) if e.task is not None
                        and e.state not in slurm_job.ENDED_STATES] if res.get("rc", 1) == 0 else []
             now = {e.task for e in entries}
@@ -87,7 +86,7 @@ class ActionModule(ActionBase):
                                f"again to follow them, or scancel {job}"}
             time.sleep(poll)
         records = slurm_job.parse_records(self._command(
-            ["scontrol", "--oneliner", "show", "job", job], task_vars).get("stdout", ""))
+            slurm_job.scontrol_argv(job), task_vars).get("stdout", ""))
         tasks: dict[str, dict[str, Any]] = {}
         for record in records:
             task = record.get("ArrayTaskId", "")

@@ -152,7 +152,7 @@ class ActionModule(ActionBase):
         out = self._command(["cat", paths["out"]], task_vars)
         err = self._command(["cat", paths["err"]], task_vars)
         record = slurm_job.parse_records(self._command(
-            ["scontrol", "--oneliner", "show", "job", job], task_vars).get("stdout", ""))
+            slurm_job.scontrol_argv(job), task_vars).get("stdout", ""))
         rc = int(submitted.get("rc", 1))
         result.update(rc=rc, stdout=out.get("stdout", ""), stdout_lines=out.get("stdout_lines", []),
                       stderr=err.get("stdout", ""), stderr_lines=err.get("stdout_lines", []),
