@@ -60,9 +60,12 @@ lint: venv
 # Tests that need nothing of the shared lab (labhost-1..N, the molecule host,
 # results/): the unit tests and the modules that work on scratch hosts of
 # their own. tests/parallel.py runs them in a second pytest beside the rest.
+# The lanes are balanced by their times in CI (stop 22: main 2528 s, beside 962 s
+# without the stages-as-Slurm-jobs tests, about 950 s): test_slurm.py and the
+# nosuid/sudo scratch host run beside; the molecule scenario stays in the main lane.
 BESIDE_TESTS := tests/unit tests/integration/test_daemon_json.py tests/integration/test_docker_engine_adopt.py \
 	tests/integration/test_recipe_image.py tests/integration/test_collection.py \
-	tests/integration/test_slurm.py
+	tests/integration/test_slurm.py tests/integration/test_lab_nosuid_sudo.py
 
 # tests/effdet runs alone, before the two lanes: its chain test asserts timings
 # (a batch of 4 costs more than 1; the stage's measurement agrees with the same
