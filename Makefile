@@ -65,7 +65,7 @@ lint: venv
 # nosuid/sudo scratch host run beside; the molecule scenario stays in the main lane.
 BESIDE_TESTS := tests/unit tests/integration/test_daemon_json.py tests/integration/test_docker_engine_adopt.py \
 	tests/integration/test_recipe_image.py tests/integration/test_collection.py \
-	tests/integration/test_slurm.py tests/integration/test_lab_nosuid_sudo.py
+	tests/integration/test_slurm.py tests/integration/test_nosuid_sudo_scratch_host.py
 
 # tests/effdet runs alone, before the two lanes: its chain test asserts timings
 # (a batch of 4 costs more than 1; the stage's measurement agrees with the same

@@ -18,7 +18,7 @@ text reaches nowhere in the controller's results tree. The links are removed
 afterwards and a last run of the data stage changes nothing.
 
 lab_container_volumes_nosuid and the lab_image_sudo modes are tested on a
-scratch host of their own: test_lab_nosuid_sudo.py.
+scratch host of their own: test_nosuid_sudo_scratch_host.py.
 """
 from __future__ import annotations
 
