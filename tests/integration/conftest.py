@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -52,6 +53,25 @@ def run_playbook(playbook: str, *args: str, timeout: int = 1800, inventory: Path
     cmd, env = playbook_command(playbook, *args, inventory=inventory)
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     return PlaybookRun(proc.returncode, proc.stdout + proc.stderr)
+
+
+@dataclass
+class VerifyRun:
+    folder: Path  # results/verify-<stamp>/ of this run
+    ran: list[str]  # the checks that ran (not skipped)
+
+
+def verify_results(run: PlaybookRun) -> VerifyRun:
+    """What a passed run of playbooks/verify.yml reported: its own results folder (the play names it;
+    verify runs in both lanes of `make test`, so the newest folder may be another run's) and the
+    checks that ran, none failed or in error."""
+    assert run.rc == 0, run.output[-5000:]
+    found = re.search(r"details: (\S+/verify-[0-9-]+)\)", run.output)
+    assert found, run.output[-3000:]
+    folder = Path(found.group(1))
+    suite = ET.parse(folder / "junit.xml").getroot().find("testsuite")
+    assert int(suite.get("failures")) == 0 and int(suite.get("errors")) == 0
+    return VerifyRun(folder, [case.get("name") for case in suite.iter("testcase") if case.find("skipped") is None])
 
 
 def docker_sh(container: str, script: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -9,26 +9,17 @@ by playbooks/verify.yml.
 """
 from __future__ import annotations
 
-import re
 import subprocess
-import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import PlaybookRun
+from conftest import PlaybookRun, verify_results
 
 
 def verified_tests(host) -> list[str]:
     """playbooks/verify.yml on the scratch host's inventory; the names of the checks that ran."""
-    run = host.play("playbooks/verify.yml", timeout=600)
-    assert run.rc == 0, run.output[-5000:]
-    folder = re.search(r"details: (\S+/verify-[0-9-]+)\)", run.output)
-    assert folder, run.output[-3000:]
-    suite = ET.parse(Path(folder.group(1)) / "junit.xml").getroot().find("testsuite")
-    assert int(suite.get("failures")) == 0 and int(suite.get("errors")) == 0
-    return [case.get("name") for case in suite.iter("testcase") if case.find("skipped") is None]
+    return verify_results(host.play("playbooks/verify.yml", timeout=600)).ran
 
 
 @pytest.mark.scratch_index(6)

@@ -2,23 +2,14 @@
 from __future__ import annotations
 
 import json
-import re
-import xml.etree.ElementTree as ET
-from pathlib import Path
 
-from conftest import run_playbook
+from conftest import run_playbook, verify_results
 
 
 def test_verify_passes_and_runs_the_lab_container_checks(lab_deployed):
     run = run_playbook("playbooks/verify.yml")
-    assert run.rc == 0, run.output[-5000:]
-    # This run's folder, as the play names it: tests beside this one run verify.yml on their own hosts.
-    folder = re.search(r"details: (\S+/verify-[0-9-]+)\)", run.output)
-    assert folder, run.output[-3000:]
-    latest = Path(folder.group(1))
-    suite = ET.parse(latest / "junit.xml").getroot().find("testsuite")
-    assert int(suite.get("failures")) == 0 and int(suite.get("errors")) == 0
-    ran = [case.get("name") for case in suite.iter("testcase") if case.find("skipped") is None]
+    verified = verify_results(run)
+    latest, ran = verified.folder, verified.ran
     for host in lab_deployed["hosts"]:
         # The no-GPU checks ran (and passed) on every host, and so did the lab container's.
         assert any("no_gpu" in name and host in name for name in ran), ran
