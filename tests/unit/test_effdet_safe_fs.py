@@ -377,23 +377,53 @@ def test_a_stamp_that_is_a_link_is_refused(lab):
 
 
 def test_an_archive_gives_only_the_members_the_manifest_expects(lab, tmp_path):
+    """Only the names the manifest expects are read, each checked by sha1; the module removes the
+    archive (the caller's temporary copy) once read, whatever happened."""
     archive = tmp_path / "put.tar"
     data = {"a.txt": b"alpha", "../escape.txt": b"evil", "b.txt": b"not asked for"}
-    with tarfile.open(archive, "w:") as tar:
-        for name, body in data.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(body)
-            tar.addfile(info, io.BytesIO(body))
-    entry = dict(manifest_entry("a.txt", b"alpha"), in_archive=True)
-    r = run(lab, "tree", "effdet-lab/t", files=[entry], archive=str(archive), mode="0644")
+
+    def put(entry: dict) -> dict:
+        with tarfile.open(archive, "w:") as tar:
+            for name, body in data.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(body)
+                tar.addfile(info, io.BytesIO(body))
+        r = run(lab, "tree", "effdet-lab/t", files=[entry], archive=str(archive), mode="0644")
+        assert not archive.exists()
+        return r
+
+    r = put(dict(manifest_entry("a.txt", b"alpha"), in_archive=True))
     assert r["written"] and (lab["b"] / "effdet-lab/t/a.txt").read_bytes() == b"alpha"
     assert not (lab["b"] / "effdet-lab/escape.txt").exists() and not (lab["b"] / "effdet-lab/t/b.txt").exists()
-    missing = dict(manifest_entry("c.txt", b"gamma"), in_archive=True)
-    r = run(lab, "tree", "effdet-lab/t", files=[missing], archive=str(archive), mode="0644")
+    r = put(dict(manifest_entry("c.txt", b"gamma"), in_archive=True))
     assert r["failed"] and "not in the archive" in r["msg"]
-    damaged = dict(manifest_entry("b.txt", b"something else"), in_archive=True)
-    r = run(lab, "tree", "effdet-lab/t", files=[damaged], archive=str(archive), mode="0644")
+    r = put(dict(manifest_entry("b.txt", b"something else"), in_archive=True))
     assert r["failed"] and "damaged in transfer" in r["msg"]
+
+
+def test_a_file_that_appears_while_the_archive_is_unpacked_is_refused(lab, tmp_path, monkeypatch):
+    """A name found free is made with O_EXCL: a link the lab user puts there meanwhile fails the
+    write instead of being written through."""
+    archive = tmp_path / "put.tar"
+    with tarfile.open(archive, "w:") as tar:
+        info = tarfile.TarInfo("a.txt")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"alpha"))
+    target = lab["b"] / "effdet-lab/t/a.txt"
+    real_existing = fs.existing_file
+
+    def existing_then_link(base, parent, parts):
+        st = real_existing(base, parent, parts)
+        if parts[-1] == "a.txt":
+            target.symlink_to(lab["secret"])
+        return st
+
+    monkeypatch.setattr(fs, "existing_file", existing_then_link)
+    before = lab["secret"].read_bytes()
+    r = run(lab, "tree", "effdet-lab/t", files=[dict(manifest_entry("a.txt", b"alpha"), in_archive=True)],
+            archive=str(archive), mode="0644", dirs=[])
+    assert r["failed"], r
+    assert target.is_symlink() and lab["secret"].read_bytes() == before
 
 
 # ---------------------------------------------------------------------------

@@ -39,6 +39,7 @@ import re
 import shlex
 import tarfile
 import tempfile
+import time
 from typing import Any
 
 from ansible.errors import AnsibleActionFail
@@ -244,15 +245,28 @@ class ActionModule(ActionBase):
             self._bulk.close()
             self._bulk = None
 
+    def _lap(self, phase: str) -> None:
+        """Seconds since the last lap, added to the result's timings under phase."""
+        now = time.monotonic()
+        self._timings[phase] = round(self._timings.get(phase, 0.0) + now - self._clock, 3)
+        self._clock = now
+
     def _put_archive(self, common: dict[str, Any], files: list[dict[str, Any]],
-                     task_vars: dict[str, Any]) -> list[str]:
-        """Many files in one transfer: a tar written here, sent once, unpacked by the module."""
+                     task_vars: dict[str, Any]) -> dict[str, Any]:
+        """Many files in one transfer: a tar written here, sent once, unpacked by the module (which
+        removes it once read); the module's result."""
         with tempfile.NamedTemporaryFile(prefix="effdet-put-", suffix=".tar") as handle:
             write_archive(files, handle)
             handle.flush()
+            self._lap("archive")
             remote = self._send(handle.name, "effdet-put.tar", task_vars)
+            self._lap("send")
         payload = [{"path": f["path"], "sha1": f["sha1"], "in_archive": True} for f in files]
-        return self._module({**common, "archive": remote}, payload, task_vars).get("written") or []
+        got = self._module({**common, "archive": remote}, payload, task_vars)
+        self._lap("unpack")
+        if "unpack_s" in got:     # the module's own time for the files, without the flush to disk
+            self._timings["unpack_files"] = got["unpack_s"]
+        return got
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result = super().run(tmp, task_vars)
@@ -267,7 +281,10 @@ class ActionModule(ActionBase):
         if not os.path.exists(src):
             raise AnsibleActionFail(f"{src} does not exist on the controller")
         single = os.path.isfile(src)
+        self._timings: dict[str, float] = {}
+        self._clock = time.monotonic()
         dirs, files = manifest(src, a.get("exclude"))
+        self._lap("manifest")
         path = str(a["path"])
         if single:
             # One file: its folder is the tree's root, the file its only entry.
@@ -284,44 +301,63 @@ class ActionModule(ActionBase):
         self._bulk_folder: str | None = None
         self._transfer = "none"    # or how files went through the tmp folder: "connection", "ssh"
         try:
-            if not single and self._module({**common, "stamp_check": True}, [], task_vars).get("stamp") == "holds":
+            check = {} if single else self._module({**common, "stamp_check": True}, [], task_vars)
+            if check.get("stamp") == "holds":
                 result.update(changed=False, written=[], created=[], attributes_changed=[], files=len(files),
                               dest=a["path"], stamp="holds", transfer="none")
                 return result
-            first = self._module(common, [{"path": f["path"], "sha1": f["sha1"]} for f in files], task_vars)
-            written = list(first.get("written") or [])
-            need = [by_path[p] for p in first.get("need") or []]
-            if need and not self._task.check_mode:
+            self._lap("stamp_check")
+            if check.get("root") == "missing" and files and not self._task.check_mode:
+                # A first put: there is nothing on the host to compare with, every file is sent,
+                # and the call that unpacks them makes the folders.
+                first: dict[str, Any] = {}
+                need = files
+                rest = common
+            else:
+                first = self._module(common, [{"path": f["path"], "sha1": f["sha1"]} for f in files], task_vars)
+                self._lap("compare")
+                need = [by_path[p] for p in first.get("need") or []]
                 rest = {**common, "dirs": []}
+            written = list(first.get("written") or [])
+            created = list(first.get("created") or [])
+            if need and not self._task.check_mode:
                 small = [f for f in need if f["size"] <= INLINE_FILE_MAX]
                 large = [f for f in need if f["size"] > INLINE_FILE_MAX]
                 if len(small) > ARCHIVE_MIN_FILES:
-                    written += self._put_archive(rest, small, task_vars)
+                    unpacked = self._put_archive(rest, small, task_vars)
+                    written += unpacked.get("written") or []
+                    created += unpacked.get("created") or []
                     small = []
+                    rest = {**common, "dirs": []}
                 for group in batches(small):
                     payload = []
                     for f in group:
                         with open(f["local"], "rb") as handle:
                             payload.append({"path": f["path"], "sha1": f["sha1"],
                                             "content_b64": base64.b64encode(handle.read()).decode("ascii")})
-                    written += self._module(rest, payload, task_vars).get("written") or []
+                    got = self._module(rest, payload, task_vars)
+                    written += got.get("written") or []
+                    created += got.get("created") or []
+                    rest = {**common, "dirs": []}
                 for f in large:
-                    written += self._module(rest, [{"path": f["path"], "sha1": f["sha1"],
-                                                    "src": self._send(f["local"], "effdet-put-src", task_vars)}],
-                                            task_vars).get("written") or []
+                    got = self._module(rest, [{"path": f["path"], "sha1": f["sha1"],
+                                               "src": self._send(f["local"], "effdet-put-src", task_vars)}], task_vars)
+                    written += got.get("written") or []
+                    created += got.get("created") or []
+                    rest = {**common, "dirs": []}
             elif need:
                 written += [p["path"] for p in need]
             if not single and not self._task.check_mode:
                 self._module({**common, "dirs": dirs, "stamp_write": True}, [], task_vars)
+                self._lap("stamp_write")
         finally:
             if self._made_tmp:
                 self._remove_tmp_path(self._connection._shell.tmpdir)
             self._close_bulk()
-        created = first.get("created") or []
         fixed = first.get("attributes_changed") or []
         changed = bool(written or created or fixed)
         result.update(changed=changed, written=written, created=created, attributes_changed=fixed,
-                      files=len(files), dest=a["path"], transfer=self._transfer)
+                      files=len(files), dest=a["path"], transfer=self._transfer, timings=self._timings)
         if changed:
             result["msg"] = (f"{len(written)} of {len(files)} files written, {len(created)} folders created, "
                              f"{len(fixed)} owners or modes fixed")

@@ -19,6 +19,7 @@ Runs on the managed host's Python (3.8 on Ubuntu 20.04): no newer syntax.
 from __future__ import annotations
 
 import base64
+import ctypes
 import errno
 import fnmatch
 import hashlib
@@ -26,6 +27,7 @@ import json
 import os
 import stat
 import tarfile
+import time
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 DOCUMENTATION = r"""
@@ -415,11 +417,14 @@ def read_fd(fd: int, offset: int, length: int) -> bytes:
 
 
 def write_new(dir_fd: int, name: str, chunks: Iterator[bytes], mode: int, uid: Optional[int],
-              gid: Optional[int], sync: bool = True) -> str:
+              gid: Optional[int], sync: bool = True, fresh: bool = False) -> str:
     """name in dir_fd replaced by a new file (a temporary name, then rename, which replaces a file
     or a link itself and never writes through one); returns the sha1 written. sync=False leaves the
-    flush to the caller (one os.sync() after many files instead of an fsync each)."""
-    tmp = f".effdet-tmp-{os.getpid()}-{os.urandom(6).hex()}"
+    flush to the caller (one sync of the filesystem after many files instead of an fsync each).
+    fresh=True, where the caller found nothing at name: the file is made under its own name with
+    O_EXCL, which fails on anything that appeared there since (a link included), and no rename; a
+    copy cut short leaves a file whose sha1 the next put finds wrong and replaces."""
+    tmp = name if fresh else f".effdet-tmp-{os.getpid()}-{os.urandom(6).hex()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | O_CLOEXEC, 0o600, dir_fd=dir_fd)
     digest = hashlib.sha1()
     try:
@@ -436,7 +441,8 @@ def write_new(dir_fd: int, name: str, chunks: Iterator[bytes], mode: int, uid: O
                 os.fsync(fd)
         finally:
             os.close(fd)
-        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        if tmp != name:
+            os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         try:
             os.unlink(tmp, dir_fd=dir_fd)
@@ -786,6 +792,16 @@ def read_stamp(base: Base, root: List[str]) -> Optional[Dict[str, Any]]:
         os.close(parent)
 
 
+def root_state(base: Base, root: List[str]) -> str:
+    """"missing" where the tree's folder is not there yet (a first put: nothing to compare), else
+    "present"."""
+    top = base.open_dir(root)
+    if top is None:
+        return "missing"
+    os.close(top)
+    return "present"
+
+
 def stamp_holds(base: Base, root: List[str], p: Dict[str, Any]) -> bool:
     """Whether the tree is as the last complete put left it: the stamp beside it names the same
     manifest digest and no folder of the tree changed since (one read and a stat per folder)."""
@@ -824,6 +840,18 @@ def write_stamp(base: Base, root: List[str], p: Dict[str, Any]) -> None:
         os.close(parent)
 
 
+def sync_filesystem(fd: int) -> None:
+    """Flush the filesystem that holds fd (syncfs(2)), not every filesystem of the machine as
+    os.sync() does; os.sync() where libc has no syncfs."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syncfs(fd) == 0:
+            return
+    except (OSError, AttributeError):
+        pass
+    os.sync()
+
+
 def archive_members(path: str) -> Tuple[tarfile.TarFile, Dict[str, tarfile.TarInfo]]:
     """The caller's uncompressed tar (a trusted file in the connection's temporary folder): its regular
     files by name. Only names the manifest lists are ever read from it."""
@@ -850,19 +878,30 @@ def put_files(base: Base, root: List[str], p: Dict[str, Any], check_mode: bool) 
     (stamp_holds); stamp_write records a complete put."""
     if p.get("stamp_check"):
         holds = bool(p.get("digest")) and stamp_holds(base, root, p)
-        return {"changed": False, "stamp": "holds" if holds else "void"}
+        return {"changed": False, "stamp": "holds" if holds else "void", "root": root_state(base, root)}
     if p.get("stamp_write"):
         if not check_mode:
             write_stamp(base, root, p)
         return {"changed": False, "created": [], "written": [], "attributes_changed": [], "need": [],
                 "stamp": "written"}
     archive, members = archive_members(str(p["archive"])) if p.get("archive") else (None, {})
+    started = time.monotonic()
     try:
-        return put_manifest(base, root, p, check_mode, archive, members)
+        result = put_manifest(base, root, p, check_mode, archive, members)
+        if archive is not None:
+            result["unpack_s"] = round(time.monotonic() - started, 3)
+        return result
     finally:
         if archive is not None:
             archive.close()
-            os.sync()   # the archive's files, written without an fsync each
+            # The archive's files were written without an fsync each: one flush of their
+            # filesystem. The archive goes first (the caller's temporary copy, read once), so
+            # that its own pages are dropped, not written back.
+            try:
+                os.unlink(str(p["archive"]))
+            except OSError:
+                pass
+            sync_filesystem(base.fd)
 
 
 def put_manifest(base: Base, root: List[str], p: Dict[str, Any], check_mode: bool,
@@ -898,47 +937,84 @@ def put_manifest(base: Base, root: List[str], p: Dict[str, Any], check_mode: boo
                             set_attrs(fd, dir_mode, uid, gid)
                 finally:
                     os.close(fd)
-        for item in p.get("files") or []:
-            sub = split_path("/", str(item["path"]))
-            if not sub:
-                raise FsError("a file of the manifest has an empty path")
-            full = root + sub
-            parent = open_under(base, top, root, sub[:-1], (dir_mode, uid, gid), check_mode, created)
-            if parent is None:
-                written.append(base.shown(full))
-                continue
-            try:
-                st = existing_file(base, parent, full)
-                sha1 = str(item.get("sha1") or "")
-                if st is not None and same_file(base, parent, full, st, sha1):
-                    if attrs_differ(st, mode, uid, gid):
-                        fixed.append(base.shown(full))
-                        if not check_mode:
-                            fix_attrs(base, parent, full, st, mode, uid, gid)
-                    continue
-                if item.get("content_b64") is not None:
-                    data = base64.b64decode(item["content_b64"])
-                    chunks: Iterator[bytes] = iter([data])
-                elif item.get("src"):
-                    chunks = file_chunks(str(item["src"]))
-                elif item.get("in_archive"):
-                    if archive is None or str(item["path"]) not in members:
-                        raise FsError(f"{base.shown(full)} is not in the archive sent for it")
-                    chunks = member_chunks(archive, members[str(item["path"])])
-                else:
-                    need.append(str(item["path"]))
-                    continue
-                written.append(base.shown(full))
-                if not check_mode:
-                    got = write_new(parent, full[-1], chunks, mode, uid, gid, sync=archive is None)
-                    if sha1 and got != sha1:
-                        raise FsError(f"{base.shown(full)}: wrote sha1 {got}, expected {sha1} (damaged in transfer)")
-            finally:
-                os.close(parent)
+        # The folder of the previous file stays open for the next one in the same folder (a VOC
+        # tree is a few folders of thousands of files): one walk per folder, not per file.
+        parents = ParentFolders(base, top, root, (dir_mode, uid, gid), check_mode, created)
+        try:
+            put_items(base, root, p.get("files") or [], parents, (mode, uid, gid), check_mode, archive, members,
+                      written, fixed, need)
+        finally:
+            parents.close()
     finally:
         os.close(top)
     return {"changed": bool(created or written or fixed), "created": created, "written": written,
             "attributes_changed": fixed, "need": need}
+
+
+class ParentFolders:
+    """The open folder of the file being written, reused while the next file has the same one."""
+
+    def __init__(self, base: Base, top: int, root: List[str], create: Tuple[int, Optional[int], Optional[int]],
+                 check_mode: bool, created: List[str]) -> None:
+        self.base, self.top, self.root, self.create = base, top, root, create
+        self.check_mode, self.created = check_mode, created
+        self.key: Optional[List[str]] = None
+        self.fd: Optional[int] = None
+
+    def get(self, sub: List[str]) -> Optional[int]:
+        """The fd of root/sub (None: in check mode, not made yet); the caller must not close it."""
+        if self.key != sub:
+            self.close()
+            self.fd = open_under(self.base, self.top, self.root, sub, self.create, self.check_mode, self.created)
+            self.key = sub
+        return self.fd
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+        self.fd, self.key = None, None
+
+
+def put_items(base: Base, root: List[str], items: List[Dict[str, Any]], parents: ParentFolders,
+              attrs: Tuple[int, Optional[int], Optional[int]], check_mode: bool,
+              archive: Optional[tarfile.TarFile], members: Dict[str, tarfile.TarInfo],
+              written: List[str], fixed: List[str], need: List[str]) -> None:
+    """Each file of the manifest: compared, and written where its content came with it."""
+    mode, uid, gid = attrs
+    for item in items:
+        sub = split_path("/", str(item["path"]))
+        if not sub:
+            raise FsError("a file of the manifest has an empty path")
+        full = root + sub
+        parent = parents.get(sub[:-1])
+        if parent is None:
+            written.append(base.shown(full))
+            continue
+        st = existing_file(base, parent, full)
+        sha1 = str(item.get("sha1") or "")
+        if st is not None and same_file(base, parent, full, st, sha1):
+            if attrs_differ(st, mode, uid, gid):
+                fixed.append(base.shown(full))
+                if not check_mode:
+                    fix_attrs(base, parent, full, st, mode, uid, gid)
+            continue
+        if item.get("content_b64") is not None:
+            data = base64.b64decode(item["content_b64"])
+            chunks: Iterator[bytes] = iter([data])
+        elif item.get("src"):
+            chunks = file_chunks(str(item["src"]))
+        elif item.get("in_archive"):
+            if archive is None or str(item["path"]) not in members:
+                raise FsError(f"{base.shown(full)} is not in the archive sent for it")
+            chunks = member_chunks(archive, members[str(item["path"])])
+        else:
+            need.append(str(item["path"]))
+            continue
+        written.append(base.shown(full))
+        if not check_mode:
+            got = write_new(parent, full[-1], chunks, mode, uid, gid, sync=archive is None, fresh=st is None)
+            if sha1 and got != sha1:
+                raise FsError(f"{base.shown(full)}: wrote sha1 {got}, expected {sha1} (damaged in transfer)")
 
 
 def open_under(base: Base, top: int, root: List[str], sub: List[str],
