@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
 import os
 import stat
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -376,39 +374,59 @@ def test_a_stamp_that_is_a_link_is_refused(lab):
     assert snapshot(lab["outside"]) == before
 
 
-def test_an_archive_gives_only_the_members_the_manifest_expects(lab, tmp_path):
-    """Only the names the manifest expects are read, each checked by sha1; the module removes the
-    archive (the caller's temporary copy) once read, whatever happened."""
-    archive = tmp_path / "put.tar"
-    data = {"a.txt": b"alpha", "../escape.txt": b"evil", "b.txt": b"not asked for"}
+def seen_in_container(shown: list[str]) -> list[str]:
+    """The lab container's paths of the module's "host path (in the lab container: path)"."""
+    return [text.rsplit("(in the lab container: ", 1)[-1].rstrip(")") for text in shown]
 
-    def put(entry: dict) -> dict:
-        with tarfile.open(archive, "w:") as tar:
-            for name, body in data.items():
-                info = tarfile.TarInfo(name)
-                info.size = len(body)
-                tar.addfile(info, io.BytesIO(body))
-        r = run(lab, "tree", "effdet-lab/t", files=[entry], archive=str(archive), mode="0644")
-        assert not archive.exists()
+
+def bundle_entry(path: str, body: bytes) -> dict:
+    return dict(manifest_entry(path, body), size=len(body), in_bundle=True)
+
+
+def test_a_bundle_gives_each_file_its_size_in_order_and_checks_it(lab, tmp_path):
+    """The bundle has no names: each file of the manifest takes its size in order, across parts,
+    and its sha1 is checked; a bundle whose size is not the files' is refused before anything is
+    written; the module removes the parts once read, whatever happened."""
+    bodies = {"JPEGImages/a.jpg": b"alpha" * 1000, "JPEGImages/b.jpg": b"", "Annotations/a.xml": b"<a/>"}
+    parts = [tmp_path / "p0", tmp_path / "p1"]
+
+    def put(entries: list[dict], contents: bytes, **params) -> dict:
+        parts[0].write_bytes(contents[:3001])        # a file split across the two parts
+        parts[1].write_bytes(contents[3001:])
+        r = run(lab, "tree", "effdet-lab/t", files=entries, bundle=[str(p) for p in parts], mode="0644",
+                dirs=["JPEGImages", "Annotations"], **params)
+        assert not any(p.exists() for p in parts)
         return r
 
-    r = put(dict(manifest_entry("a.txt", b"alpha"), in_archive=True))
-    assert r["written"] and (lab["b"] / "effdet-lab/t/a.txt").read_bytes() == b"alpha"
-    assert not (lab["b"] / "effdet-lab/escape.txt").exists() and not (lab["b"] / "effdet-lab/t/b.txt").exists()
-    r = put(dict(manifest_entry("c.txt", b"gamma"), in_archive=True))
-    assert r["failed"] and "not in the archive" in r["msg"]
-    r = put(dict(manifest_entry("b.txt", b"something else"), in_archive=True))
-    assert r["failed"] and "damaged in transfer" in r["msg"]
+    entries = [bundle_entry(path, body) for path, body in bodies.items()]
+    r = put(entries, b"".join(bodies.values()))
+    assert sorted(seen_in_container(r["written"])) == sorted(f"/data/effdet-lab/t/{path}" for path in bodies), r
+    for path, body in bodies.items():
+        assert (lab["b"] / "effdet-lab/t" / path).read_bytes() == body
+    # one byte short: refused before any file is touched
+    (lab["b"] / "effdet-lab/t/JPEGImages/a.jpg").unlink()
+    r = put(entries, b"".join(bodies.values())[:-1])
+    assert r["failed"] and "bundle sent holds 5003 bytes, the files said to be in it 5004" in r["msg"], r
+    assert not (lab["b"] / "effdet-lab/t/JPEGImages/a.jpg").exists()
+    # the same size, other bytes: the sha1 check fails
+    damaged = b"".join(bodies.values()).replace(b"alpha", b"alphA", 1)
+    r = put(entries, damaged)
+    assert r["failed"] and "damaged in transfer" in r["msg"], r
+    # a file already right on the host is skipped over in the bundle
+    r = put(entries, b"".join(bodies.values()))
+    assert seen_in_container(r["written"]) == ["/data/effdet-lab/t/JPEGImages/a.jpg"], r
 
 
-def test_a_file_that_appears_while_the_archive_is_unpacked_is_refused(lab, tmp_path, monkeypatch):
+def test_a_file_said_to_be_in_a_bundle_needs_one(lab):
+    r = run(lab, "tree", "effdet-lab/t", files=[bundle_entry("a.txt", b"alpha")], mode="0644")
+    assert r["failed"] and "none was sent" in r["msg"]
+
+
+def test_a_file_that_appears_while_the_bundle_is_unpacked_is_refused(lab, tmp_path, monkeypatch):
     """A name found free is made with O_EXCL: a link the lab user puts there meanwhile fails the
     write instead of being written through."""
-    archive = tmp_path / "put.tar"
-    with tarfile.open(archive, "w:") as tar:
-        info = tarfile.TarInfo("a.txt")
-        info.size = 5
-        tar.addfile(info, io.BytesIO(b"alpha"))
+    part = tmp_path / "p0"
+    part.write_bytes(b"alpha")
     target = lab["b"] / "effdet-lab/t/a.txt"
     real_existing = fs.existing_file
 
@@ -420,8 +438,7 @@ def test_a_file_that_appears_while_the_archive_is_unpacked_is_refused(lab, tmp_p
 
     monkeypatch.setattr(fs, "existing_file", existing_then_link)
     before = lab["secret"].read_bytes()
-    r = run(lab, "tree", "effdet-lab/t", files=[dict(manifest_entry("a.txt", b"alpha"), in_archive=True)],
-            archive=str(archive), mode="0644", dirs=[])
+    r = run(lab, "tree", "effdet-lab/t", files=[bundle_entry("a.txt", b"alpha")], bundle=[str(part)], mode="0644")
     assert r["failed"], r
     assert target.is_symlink() and lab["secret"].read_bytes() == before
 
@@ -523,8 +540,8 @@ def test_put_and_fetch_through_ansible(lab, tmp_path, monkeypatch):
     assert SECRET.strip() not in "".join(p.read_text(errors="replace") for p in results.rglob("*") if p.is_file())
 
 
-def test_many_files_go_as_one_archive_and_a_no_change_put_is_one_comparison(lab, tmp_path, monkeypatch):
-    """40 files: one tar through the connection; the next put answers from the stamp (and the
+def test_many_files_go_as_one_bundle_and_a_no_change_put_is_one_comparison(lab, tmp_path, monkeypatch):
+    """40 files: one bundle through the connection; the next put answers from the stamp (and the
     controller's sha1 cache); one file changed on the controller: exactly that one is sent."""
     src = tmp_path / "voc"
     (src / "JPEGImages").mkdir(parents=True)

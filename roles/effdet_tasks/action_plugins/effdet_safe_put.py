@@ -15,13 +15,18 @@ changes.
 
 Otherwise the effdet_safe_fs module on the host says which files differ (one
 call: it makes the missing folders and fixes owners and modes on the way, never
-through a link), and only those are sent: a few small ones inline, more than a
-few as one uncompressed tar through the connection's file transfer (the
-module writes each member it expects under its own name, through the same
-link-refusing writer, and checks its sha1). Where the connection is mitogen's
-over ssh, the tar goes through Ansible's own ssh connection to the same host
-(sftp or scp: several times faster than mitogen's file service for one large
-file; the result's `transfer` says which way it went). Files over 4 MiB go
+through a link; where the tree's folder is not on the host yet, there is nothing
+to compare and this call is skipped), and only those are sent: a few small ones
+inline, more than a few as one bundle through the connection's file transfer.
+A bundle is the files' contents one after the other in the manifest's order,
+with no names in it, in parts of 64 MiB; each part is sent while the next is
+written. The module gives each file of the manifest the next `size` bytes,
+writes it through the same link-refusing writer, checks its sha1, removes the
+parts once read and flushes the destination's filesystem once. Where the
+connection is mitogen's over ssh, the parts go through Ansible's own ssh
+connection to the same host (sftp or scp: several times faster than mitogen's
+file service for large files; the result's `transfer` says which way it went,
+and `timings` the seconds of each phase). Files over 4 MiB go
 one by one through the connection's temporary folder. A link anywhere on the
 host side of the path is refused by the module, with a message that names it.
 
@@ -37,9 +42,10 @@ import json
 import os
 import re
 import shlex
-import tarfile
+import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ansible.errors import AnsibleActionFail
@@ -48,7 +54,8 @@ from ansible.plugins.action import ActionBase
 MODULE = "effdet_safe_fs"
 INLINE_FILE_MAX = 4 * 1024 * 1024     # larger files go through the connection's tmp folder
 INLINE_BATCH_MAX = 8 * 1024 * 1024    # bytes of file content per module call
-ARCHIVE_MIN_FILES = 16                # more files than this to send: one tar instead of inline batches
+ARCHIVE_MIN_FILES = 16                # more files than this to send: one bundle instead of inline batches
+BUNDLE_PART_MAX = 64 * 1024 * 1024    # bytes per part of a bundle: the next part is written while one is sent
 CHUNK = 1024 * 1024
 CACHE_DIR = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "effdet-lab")
 
@@ -143,15 +150,23 @@ def manifest_digest(dirs: list[str], files: list[dict[str, Any]], attrs: dict[st
     return hashlib.sha1(body.encode("utf-8")).hexdigest()
 
 
-def write_archive(files: list[dict[str, Any]], handle: Any) -> None:
-    """An uncompressed tar of the files, each under its manifest path (JPEGs do not compress)."""
-    with tarfile.open(fileobj=handle, mode="w:", format=tarfile.PAX_FORMAT) as archive:
+def bundle_parts(files: list[dict[str, Any]], limit: int = BUNDLE_PART_MAX) -> list[list[dict[str, Any]]]:
+    """The files of a bundle, in order, cut into parts of at most `limit` bytes (one file alone may)."""
+    return batches(files, limit)
+
+
+def write_part(files: list[dict[str, Any]], path: str) -> None:
+    """One part of a bundle: the files' contents one after the other, no names (the module takes each
+    file's size in the manifest's order and checks its sha1). A file whose size is no longer the
+    manifest's is refused: it changed since it was listed."""
+    with open(path, "wb") as out:
         for f in files:
-            info = tarfile.TarInfo(f["path"])
-            info.size = f["size"]
-            info.mode = 0o600
             with open(f["local"], "rb") as data:
-                archive.addfile(info, data)
+                shutil.copyfileobj(data, out, CHUNK)
+                copied = data.tell()
+            if copied != f["size"]:
+                raise AnsibleActionFail(f"{f['local']} changed on the controller while it was sent "
+                                        f"({copied} bytes, {f['size']} when listed)")
 
 
 def batches(files: list[dict[str, Any]], limit: int = INLINE_BATCH_MAX) -> list[list[dict[str, Any]]]:
@@ -251,18 +266,33 @@ class ActionModule(ActionBase):
         self._timings[phase] = round(self._timings.get(phase, 0.0) + now - self._clock, 3)
         self._clock = now
 
-    def _put_archive(self, common: dict[str, Any], files: list[dict[str, Any]],
-                     task_vars: dict[str, Any]) -> dict[str, Any]:
-        """Many files in one transfer: a tar written here, sent once, unpacked by the module (which
-        removes it once read); the module's result."""
-        with tempfile.NamedTemporaryFile(prefix="effdet-put-", suffix=".tar") as handle:
-            write_archive(files, handle)
-            handle.flush()
-            self._lap("archive")
-            remote = self._send(handle.name, "effdet-put.tar", task_vars)
-            self._lap("send")
-        payload = [{"path": f["path"], "sha1": f["sha1"], "in_archive": True} for f in files]
-        got = self._module({**common, "archive": remote}, payload, task_vars)
+    def _put_bundle(self, common: dict[str, Any], files: list[dict[str, Any]],
+                    task_vars: dict[str, Any]) -> dict[str, Any]:
+        """Many files in one transfer: a bundle of their contents in parts written here, each part
+        sent while the next is written, unpacked by the module (which removes the parts once read);
+        the module's result."""
+        parts = bundle_parts(files)
+        local = tempfile.mkdtemp(prefix="effdet-put-")
+        remote: list[str] = []
+        try:
+            with ThreadPoolExecutor(max_workers=1) as writer:
+                path = os.path.join(local, "part-0000")
+                pending = writer.submit(write_part, parts[0], path)
+                for index in range(len(parts)):
+                    pending.result()
+                    self._lap("bundle")
+                    if index + 1 < len(parts):
+                        following = os.path.join(local, f"part-{index + 1:04d}")
+                        pending = writer.submit(write_part, parts[index + 1], following)
+                    remote.append(self._send(path, f"effdet-put-{index:04d}.part", task_vars))
+                    os.unlink(path)
+                    self._lap("send")
+                    if index + 1 < len(parts):
+                        path = following
+        finally:
+            shutil.rmtree(local, ignore_errors=True)
+        payload = [{"path": f["path"], "sha1": f["sha1"], "size": f["size"], "in_bundle": True} for f in files]
+        got = self._module({**common, "bundle": remote}, payload, task_vars)
         self._lap("unpack")
         if "unpack_s" in got:     # the module's own time for the files, without the flush to disk
             self._timings["unpack_files"] = got["unpack_s"]
@@ -324,7 +354,7 @@ class ActionModule(ActionBase):
                 small = [f for f in need if f["size"] <= INLINE_FILE_MAX]
                 large = [f for f in need if f["size"] > INLINE_FILE_MAX]
                 if len(small) > ARCHIVE_MIN_FILES:
-                    unpacked = self._put_archive(rest, small, task_vars)
+                    unpacked = self._put_bundle(rest, small, task_vars)
                     written += unpacked.get("written") or []
                     created += unpacked.get("created") or []
                     small = []

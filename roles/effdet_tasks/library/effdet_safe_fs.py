@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import stat
-import tarfile
 import time
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -118,7 +117,7 @@ options:
     elements: str
     default: []
   files:
-    description: Files (relative to O(path)) for tree, each {path, sha1} and optionally content_b64, src or in_archive.
+    description: Files (relative to O(path)) for tree, each {path, sha1} and optionally content_b64, src or in_bundle (with size).
     type: list
     elements: dict
     default: []
@@ -137,9 +136,12 @@ options:
     description: tree only records O(digest) and the folders' mtimes in the stamp beside O(path), after a complete copy.
     type: bool
     default: false
-  archive:
-    description: An uncompressed tar on the host (the connection's temporary folder) holding the files marked in_archive.
-    type: str
+  bundle:
+    description:
+      - The parts, in order, of the caller's bundle on the host (in its private temporary folder) the files marked
+        in_bundle: their contents one after the other, in the order of O(files), each of its size; removed once read.
+    type: list
+    elements: str
 author: effdet-lab
 """
 
@@ -852,27 +854,66 @@ def sync_filesystem(fd: int) -> None:
     os.sync()
 
 
-def archive_members(path: str) -> Tuple[tarfile.TarFile, Dict[str, tarfile.TarInfo]]:
-    """The caller's uncompressed tar (a trusted file in the connection's temporary folder): its regular
-    files by name. Only names the manifest lists are ever read from it."""
-    archive = tarfile.open(path, "r:")
-    return archive, {m.name: m for m in archive.getmembers() if m.isfile()}
+class Bundle:
+    """The caller's bundle: the contents of the files marked in_bundle, one after the other in the
+    manifest's order, in one or more parts (trusted files in the caller's private temporary folder).
+    It has no names in it: each file takes the next `size` bytes, and its sha1 is checked as written.
+    The parts are removed once read (close)."""
+
+    def __init__(self, parts: List[str]) -> None:
+        self.parts = parts
+        self.total = sum(os.stat(part).st_size for part in parts)
+        self.index = -1
+        self.fd: Optional[int] = None
+
+    def take(self, size: int) -> Iterator[bytes]:
+        """The next size bytes, in chunks."""
+        left = size
+        while left > 0:
+            if self.fd is None:
+                self.index += 1
+                if self.index >= len(self.parts):
+                    raise FsError("the bundle sent ends before the manifest's files do")
+                self.fd = os.open(self.parts[self.index], os.O_RDONLY | O_CLOEXEC)
+            block = os.read(self.fd, min(CHUNK, left))
+            if not block:
+                os.close(self.fd)
+                self.fd = None
+                continue
+            left -= len(block)
+            yield block
+
+    def skip(self, size: int) -> None:
+        for _ in self.take(size):
+            pass
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        for part in self.parts:
+            try:
+                os.unlink(part)
+            except OSError:
+                pass
 
 
-def member_chunks(archive: tarfile.TarFile, member: tarfile.TarInfo) -> Iterator[bytes]:
-    handle = archive.extractfile(member)
-    if handle is None:
-        raise FsError(f"{member.name} is not a file in the archive")
-    while True:
-        block = handle.read(CHUNK)
-        if not block:
-            return
-        yield block
+def open_bundle(p: Dict[str, Any]) -> Optional[Bundle]:
+    """The bundle of a tree call, checked against the manifest: its size is the sum of the sizes of
+    the files it is said to hold."""
+    if not p.get("bundle"):
+        return None
+    bundle = Bundle([str(part) for part in p["bundle"]])
+    expected = sum(int(item.get("size") or 0) for item in p.get("files") or [] if item.get("in_bundle"))
+    if bundle.total != expected:
+        bundle.close()
+        raise FsError(f"the bundle sent holds {bundle.total} bytes, the files said to be in it {expected}")
+    return bundle
 
 
 def put_files(base: Base, root: List[str], p: Dict[str, Any], check_mode: bool) -> Dict[str, Any]:
     """tree: the folders and files of a manifest into base/root. Files whose content is given
-    (content_b64, src: a trusted file on the host, or in_archive: a member of the caller's tar) are
+    (content_b64, src: a trusted file on the host, or in_bundle: the next size bytes of the bundle) are
     written when they differ; the others are compared and, when they differ, listed in `need` for the
     caller to send. stamp_check only says whether the stamp beside the tree holds for digest
     (stamp_holds); stamp_write records a complete put."""
@@ -884,28 +925,24 @@ def put_files(base: Base, root: List[str], p: Dict[str, Any], check_mode: bool) 
             write_stamp(base, root, p)
         return {"changed": False, "created": [], "written": [], "attributes_changed": [], "need": [],
                 "stamp": "written"}
-    archive, members = archive_members(str(p["archive"])) if p.get("archive") else (None, {})
+    bundle = open_bundle(p)
     started = time.monotonic()
     try:
-        result = put_manifest(base, root, p, check_mode, archive, members)
-        if archive is not None:
+        result = put_manifest(base, root, p, check_mode, bundle)
+        if bundle is not None:
             result["unpack_s"] = round(time.monotonic() - started, 3)
         return result
     finally:
-        if archive is not None:
-            archive.close()
-            # The archive's files were written without an fsync each: one flush of their
-            # filesystem. The archive goes first (the caller's temporary copy, read once), so
+        if bundle is not None:
+            # The bundle's files were written without an fsync each: one flush of their
+            # filesystem. The bundle goes first (the caller's temporary copy, read once), so
             # that its own pages are dropped, not written back.
-            try:
-                os.unlink(str(p["archive"]))
-            except OSError:
-                pass
+            bundle.close()
             sync_filesystem(base.fd)
 
 
 def put_manifest(base: Base, root: List[str], p: Dict[str, Any], check_mode: bool,
-                 archive: Optional[tarfile.TarFile], members: Dict[str, tarfile.TarInfo]) -> Dict[str, Any]:
+                 bundle: Optional[Bundle]) -> Dict[str, Any]:
     mode = parse_mode(p.get("mode"), 0o644)
     dir_mode = parse_mode(p.get("dir_mode"), 0o755)
     uid, gid = p.get("owner"), p.get("group")
@@ -941,7 +978,7 @@ def put_manifest(base: Base, root: List[str], p: Dict[str, Any], check_mode: boo
         # tree is a few folders of thousands of files): one walk per folder, not per file.
         parents = ParentFolders(base, top, root, (dir_mode, uid, gid), check_mode, created)
         try:
-            put_items(base, root, p.get("files") or [], parents, (mode, uid, gid), check_mode, archive, members,
+            put_items(base, root, p.get("files") or [], parents, (mode, uid, gid), check_mode, bundle,
                       written, fixed, need)
         finally:
             parents.close()
@@ -977,8 +1014,7 @@ class ParentFolders:
 
 def put_items(base: Base, root: List[str], items: List[Dict[str, Any]], parents: ParentFolders,
               attrs: Tuple[int, Optional[int], Optional[int]], check_mode: bool,
-              archive: Optional[tarfile.TarFile], members: Dict[str, tarfile.TarInfo],
-              written: List[str], fixed: List[str], need: List[str]) -> None:
+              bundle: Optional[Bundle], written: List[str], fixed: List[str], need: List[str]) -> None:
     """Each file of the manifest: compared, and written where its content came with it."""
     mode, uid, gid = attrs
     for item in items:
@@ -993,6 +1029,8 @@ def put_items(base: Base, root: List[str], items: List[Dict[str, Any]], parents:
         st = existing_file(base, parent, full)
         sha1 = str(item.get("sha1") or "")
         if st is not None and same_file(base, parent, full, st, sha1):
+            if item.get("in_bundle") and bundle is not None:
+                bundle.skip(int(item.get("size") or 0))
             if attrs_differ(st, mode, uid, gid):
                 fixed.append(base.shown(full))
                 if not check_mode:
@@ -1003,16 +1041,16 @@ def put_items(base: Base, root: List[str], items: List[Dict[str, Any]], parents:
             chunks: Iterator[bytes] = iter([data])
         elif item.get("src"):
             chunks = file_chunks(str(item["src"]))
-        elif item.get("in_archive"):
-            if archive is None or str(item["path"]) not in members:
-                raise FsError(f"{base.shown(full)} is not in the archive sent for it")
-            chunks = member_chunks(archive, members[str(item["path"])])
+        elif item.get("in_bundle"):
+            if bundle is None:
+                raise FsError(f"{base.shown(full)} is said to be in a bundle, and none was sent")
+            chunks = bundle.take(int(item.get("size") or 0))
         else:
             need.append(str(item["path"]))
             continue
         written.append(base.shown(full))
         if not check_mode:
-            got = write_new(parent, full[-1], chunks, mode, uid, gid, sync=archive is None, fresh=st is None)
+            got = write_new(parent, full[-1], chunks, mode, uid, gid, sync=bundle is None, fresh=st is None)
             if sha1 and got != sha1:
                 raise FsError(f"{base.shown(full)}: wrote sha1 {got}, expected {sha1} (damaged in transfer)")
 
@@ -1197,7 +1235,7 @@ def main() -> None:
             digest=dict(type="str"),
             stamp_check=dict(type="bool", default=False),
             stamp_write=dict(type="bool", default=False),
-            archive=dict(type="str"),
+            bundle=dict(type="list", elements="str"),
         ),
         supports_check_mode=True,
     )
