@@ -54,7 +54,7 @@ from ansible.plugins.action import ActionBase
 MODULE = "effdet_safe_fs"
 INLINE_FILE_MAX = 4 * 1024 * 1024     # larger files go through the connection's tmp folder
 INLINE_BATCH_MAX = 8 * 1024 * 1024    # bytes of file content per module call
-ARCHIVE_MIN_FILES = 16                # more files than this to send: one bundle instead of inline batches
+BUNDLE_MIN_FILES = 16                # more files than this to send: one bundle instead of inline batches
 BUNDLE_PART_MAX = 64 * 1024 * 1024    # bytes per part of a bundle: the next part is written while one is sent
 CHUNK = 1024 * 1024
 CACHE_DIR = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "effdet-lab")
@@ -353,7 +353,7 @@ class ActionModule(ActionBase):
             if need and not self._task.check_mode:
                 small = [f for f in need if f["size"] <= INLINE_FILE_MAX]
                 large = [f for f in need if f["size"] > INLINE_FILE_MAX]
-                if len(small) > ARCHIVE_MIN_FILES:
+                if len(small) > BUNDLE_MIN_FILES:
                     unpacked = self._put_bundle(rest, small, task_vars)
                     written += unpacked.get("written") or []
                     created += unpacked.get("created") or []
