@@ -337,12 +337,12 @@ class ActionModule(ActionBase):
                               dest=a["path"], stamp="holds", transfer="none")
                 return result
             self._lap("stamp_check")
+            # The folders go with the first call that writes (made before its files), not again.
+            rest = common
             if check.get("root") == "missing" and files and not self._task.check_mode:
-                # A first put: there is nothing on the host to compare with, every file is sent,
-                # and the call that unpacks them makes the folders.
+                # A first put: there is nothing on the host to compare with, every file is sent.
                 first: dict[str, Any] = {}
                 need = files
-                rest = common
             else:
                 first = self._module(common, [{"path": f["path"], "sha1": f["sha1"]} for f in files], task_vars)
                 self._lap("compare")
@@ -350,31 +350,29 @@ class ActionModule(ActionBase):
                 rest = {**common, "dirs": []}
             written = list(first.get("written") or [])
             created = list(first.get("created") or [])
+
+            def absorb(got: dict[str, Any]) -> None:
+                nonlocal rest
+                written.extend(got.get("written") or [])
+                created.extend(got.get("created") or [])
+                rest = {**common, "dirs": []}
+
             if need and not self._task.check_mode:
                 small = [f for f in need if f["size"] <= INLINE_FILE_MAX]
                 large = [f for f in need if f["size"] > INLINE_FILE_MAX]
                 if len(small) > BUNDLE_MIN_FILES:
-                    unpacked = self._put_bundle(rest, small, task_vars)
-                    written += unpacked.get("written") or []
-                    created += unpacked.get("created") or []
+                    absorb(self._put_bundle(rest, small, task_vars))
                     small = []
-                    rest = {**common, "dirs": []}
                 for group in batches(small):
                     payload = []
                     for f in group:
                         with open(f["local"], "rb") as handle:
                             payload.append({"path": f["path"], "sha1": f["sha1"],
                                             "content_b64": base64.b64encode(handle.read()).decode("ascii")})
-                    got = self._module(rest, payload, task_vars)
-                    written += got.get("written") or []
-                    created += got.get("created") or []
-                    rest = {**common, "dirs": []}
+                    absorb(self._module(rest, payload, task_vars))
                 for f in large:
-                    got = self._module(rest, [{"path": f["path"], "sha1": f["sha1"],
-                                               "src": self._send(f["local"], "effdet-put-src", task_vars)}], task_vars)
-                    written += got.get("written") or []
-                    created += got.get("created") or []
-                    rest = {**common, "dirs": []}
+                    absorb(self._module(rest, [{"path": f["path"], "sha1": f["sha1"],
+                                                "src": self._send(f["local"], "effdet-put-src", task_vars)}], task_vars))
             elif need:
                 written += [p["path"] for p in need]
             if not single and not self._task.check_mode:

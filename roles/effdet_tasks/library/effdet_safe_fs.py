@@ -919,7 +919,9 @@ def put_files(base: Base, root: List[str], p: Dict[str, Any], check_mode: bool) 
     (stamp_holds); stamp_write records a complete put."""
     if p.get("stamp_check"):
         holds = bool(p.get("digest")) and stamp_holds(base, root, p)
-        return {"changed": False, "stamp": "holds" if holds else "void", "root": root_state(base, root)}
+        if holds:     # the no-change path: the tree is there, nothing more to look at
+            return {"changed": False, "stamp": "holds", "root": "present"}
+        return {"changed": False, "stamp": "void", "root": root_state(base, root)}
     if p.get("stamp_write"):
         if not check_mode:
             write_stamp(base, root, p)
