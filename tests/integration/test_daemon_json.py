@@ -193,6 +193,16 @@ def test_toolkit_version_moves_through_its_hold(host, tmp_path):
     up = converge(host, tmp_path)
     assert up.rc == 0, up.output[-3000:]
     assert versions() == {"1.17.8-1 hold ok installed"}
+    # An admin lifts the hold of one package: the next run (which asks dpkg once and skips the hold task
+    # when every package is held) sees it and holds it again, and the run after changes nothing.
+    host.sh("echo 'libnvidia-container1 install' | dpkg --set-selections")
+    assert "1.17.8-1 install ok installed" in versions()
+    rehold = converge(host, tmp_path)
+    assert rehold.rc == 0, rehold.output[-3000:]
+    assert changed_tasks(rehold) == {("nvidia_container_toolkit", "Hold the toolkit packages at the pinned version")}
+    assert versions() == {"1.17.8-1 hold ok installed"}
+    settled = converge(host, tmp_path)
+    assert settled.rc == 0 and settled.changed() == 0, settled.output[-3000:]
 
 
 def test_teardown_restores_the_hand_made_file_through_docker_daemon(host, tmp_path):
