@@ -624,7 +624,7 @@ def _read_jsonl(path):
 
 @pytest.mark.slow
 def test_chain_train_kill_resume_export_benchmark_infer(tmp_path):
-    """D0 at 128 px on 8 synthetic VOC images, all on CPU (about 3-4 minutes on 2 cores)."""
+    """D0 at 128 px on 8 synthetic VOC images, all on CPU (about 6 minutes on 2 cores, alone)."""
     t0 = time.monotonic()
     from effdetlab.synth import make_clean_voc
     voc = make_clean_voc(str(tmp_path / "data"), 8, ["cat", "dog"], seed=3, size=(320, 240))
@@ -640,7 +640,7 @@ def test_chain_train_kill_resume_export_benchmark_infer(tmp_path):
            # the training set stands in for a validation set in the int8 file's mAP
            "val_file_pattern": "tfr/train-*.tfrecord", "val_json_file": "tfr/train_annotations.json",
            "quantize": ["int8"],
-           "benchmark": {"threads": [1], "bm_runs": 2, "batch_sizes": [1, 4], "repeats": 2,
+           "benchmark": {"threads": [1], "bm_runs": 2, "batch_sizes": [1, 4], "repeats": 1,
                          "modes": ["bm", "e2e", "tflite", "tflite-int8"], "host": "chain-test"},
            "timeout_s": 400}
     cfg_path = str(tmp_path / "config.json")
@@ -717,15 +717,16 @@ def test_chain_train_kill_resume_export_benchmark_infer(tmp_path):
     assert (det[0, :, 5] <= 1).all()  # scores; boxes in input pixels: columns 1..4
     assert det[0, :, 1:5].max() <= 320 + 1
 
-    # 4. benchmark: bm, e2e, tflite, tflite-int8 at batch 1 and 4, 2 repeats interleaved; batch 4
-    #    needs (and gets) a model exported for batch 4, fed the 2 images twice
+    # 4. benchmark: bm, e2e, tflite, tflite-int8 at batch 1 and 4, once each (the repeats' interleaving is
+    #    test_benchmark_plan's; the Ansible stage measures twice on real automl in tests/integration);
+    #    batch 4 needs (and gets) a model exported for batch 4, fed the 2 images twice
     r = _stage("benchmark", cfg_path)
     assert r.returncode == 0, r.stdout + r.stderr
     recs = json.loads((run / "benchmark.json").read_text())
     modes = ["bm", "e2e", "tflite", "tflite-int8"]
     order = [(m, b) for b in (1, 4) for m in modes]
-    assert [(x["mode"], x["batch"]) for x in recs] == order + order[::-1]
-    assert [x["repeat"] for x in recs] == [1] * 8 + [2] * 8
+    assert [(x["mode"], x["batch"]) for x in recs] == order
+    assert [x["repeat"] for x in recs] == [1] * 8
     for x in recs:
         assert x["ok"] and x["latency_ms"] > 0 and x["host"] == "chain-test" and x["threads"] == 1
         assert x["tf_version"] == tf.__version__ and x["image_size"] == [128, 128]
@@ -739,21 +740,18 @@ def test_chain_train_kill_resume_export_benchmark_infer(tmp_path):
     assert by[("tflite", 1, 1)]["delegate"].startswith("XNNPACK")
     assert by[("tflite-int8", 1, 1)]["quantization"].startswith("integer")
     for m in ("e2e", "tflite"):  # the batch is really filled: 4 images cost more than 1
-        assert min(by[(m, 4, r)]["latency_ms"] for r in (1, 2)) > 1.5 * min(by[(m, 1, r)]["latency_ms"] for r in (1, 2))
+        assert by[(m, 4, 1)]["latency_ms"] > 1.5 * by[(m, 1, 1)]["latency_ms"]
     b4 = json.loads((run / "exports" / "efficientdet-d0-b4" / "export.json").read_text())
     assert b4["batch_size"] == 4 and b4["saved_model"]["detections_shape"] == [4, 100, 7]
     assert b4["tflite"]["detections_shape"] == [4, 100, 7] and b4["quantized"]["int8"]["ok"]
     assert "--batch_size=4" in b4["command"]
     progress = _read_jsonl(str(run / "benchmark.progress.jsonl"))
-    assert len(progress) == 16 and progress[0]["line"].startswith("d0 bm batch 1 threads 1 repeat 1/2: ")
+    assert len(progress) == 8 and progress[0]["line"].startswith("d0 bm batch 1 threads 1 repeat 1/1: ")
     assert json.loads((run / "benchmark_status.json").read_text())["state"] == "finished"
 
     # 4b. crosscheck: each mode through the stage and its printed command by hand in /bin/sh
-    #     (one measurement each here: the repeats are the benchmark's, shown above)
-    cc_cfg = dict(cfg, benchmark=dict(cfg["benchmark"], repeats=1))
-    with open(tmp_path / "crosscheck.json", "w") as f:
-        json.dump(cc_cfg, f)
-    r = _stage("crosscheck", str(tmp_path / "crosscheck.json"))
+    #     (one measurement each, as the benchmark's repeats say)
+    r = _stage("crosscheck", cfg_path)
     assert r.returncode == 0, r.stdout + r.stderr
     cc = json.loads((run / "crosscheck.json").read_text())
     assert [p["mode"] for p in cc["pairs"]] == modes
@@ -780,7 +778,7 @@ def test_chain_train_kill_resume_export_benchmark_infer(tmp_path):
 
     # 6. status sees every output; benchreport renders the run
     st = _status(cfg_path)
-    assert st["outputs"] == {"export": True, "benchmark_records": 16, "infer": True}
+    assert st["outputs"] == {"export": True, "benchmark_records": 8, "infer": True}
     r = run_cli("-m", "effdetlab.benchreport", str(run), "--out", str(tmp_path / "report"))
     assert r.returncode == 0, r.stderr
     md = (tmp_path / "report.md").read_text()
