@@ -27,9 +27,23 @@ def probe_loaded(_value):
             {BUILTIN!r}: any(name.startswith({BUILTIN!r}) for name in sys.modules)}}
 
 
+def probe_collections(_value):
+    """What mitogen's planner adds to a collection module's search path, and what it should."""
+    import ansible_mitogen.planner
+    from ansible.collections.list import list_collection_dirs
+
+    class Invocation:
+        _extra_sys_paths = set()
+
+    ansible_mitogen.planner._load_collections(Invocation)
+    return {{"planner": ansible_mitogen.planner._load_collections.__name__,
+            "same": Invocation._extra_sys_paths == {{p.decode() for p in list_collection_dirs()}},
+            "count": len(Invocation._extra_sys_paths)}}
+
+
 class FilterModule:
     def filters(self):
-        return {{"probe_loaded": probe_loaded}}
+        return {{"probe_loaded": probe_loaded, "probe_collections": probe_collections}}
 '''
 
 PLAY = """---
@@ -40,21 +54,34 @@ PLAY = """---
     - name: Probe
       ansible.builtin.debug:
         msg: "PROBE {{ 'x' | probe_loaded | to_json }}"
+    - name: Probe the collections
+      ansible.builtin.debug:
+        msg: "COLLECTIONS {{ 'x' | probe_collections | to_json }}"
+      when: (lookup('ansible.builtin.env', 'PROBE_COLLECTIONS') | length > 0) and 1 + 1 == 2
 """
 
 
-def loaded_in_worker(tmp_path: Path, strategy: str) -> dict[str, bool]:
+def probe_play(tmp_path: Path, strategy: str, **env_extra: str) -> str:
     (tmp_path / "filters").mkdir(exist_ok=True)
     (tmp_path / "filters" / "probe.py").write_text(PROBE)
     (tmp_path / "play.yml").write_text(PLAY)
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_STRATEGY": strategy,
            "ANSIBLE_FILTER_PLUGINS": str(tmp_path / "filters"), "ANSIBLE_NOCOLOR": "1",
-           "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default", "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"}
+           "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default", "ANSIBLE_CALLBACK_RESULT_FORMAT": "json",
+           **env_extra}
     run = subprocess.run([str(ANSIBLE_PLAYBOOK), str(tmp_path / "play.yml")], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    said = run.stdout.split("PROBE ", 1)[1]
-    return json.loads(said[:said.index("}") + 1].replace('\\"', '"'))
+    return run.stdout
+
+
+def said(stdout: str, marker: str) -> dict:
+    text = stdout.split(f"{marker} ", 1)[1]
+    return json.loads(text[:text.index("}") + 1].replace('\\"', '"'))
+
+
+def loaded_in_worker(tmp_path: Path, strategy: str) -> dict[str, bool]:
+    return said(probe_play(tmp_path, strategy), "PROBE")
 
 
 @pytest.mark.skipif(not ANSIBLE_PLAYBOOK.exists(), reason="needs the project's venv (make venv)")
@@ -62,3 +89,27 @@ def test_the_worker_finds_the_filters_loaded(tmp_path):
     assert loaded_in_worker(tmp_path, "mitogen_linear") == {OURS: True, BUILTIN: True}
     # the control: Ansible's own strategy imports neither before the worker needs it
     assert loaded_in_worker(tmp_path, "linear") == {OURS: False, BUILTIN: False}
+
+
+@pytest.mark.skipif(not ANSIBLE_PLAYBOOK.exists(), reason="needs the project's venv (make venv)")
+def test_the_worker_reuses_the_main_process_list_of_collections(tmp_path):
+    """mitogen's planner lists every installed collection before a collection's module runs; under
+    mitogen_linear it takes the list the main process made once, which is the same list."""
+    ours = said(probe_play(tmp_path, "mitogen_linear", PROBE_COLLECTIONS="1"), "COLLECTIONS")
+    assert ours["planner"] == "load_collections_once" and ours["same"] and ours["count"] > 1
+
+
+@pytest.mark.skipif(not ANSIBLE_PLAYBOOK.exists(), reason="needs the project's venv (make venv)")
+def test_a_second_run_compiles_no_template(tmp_path):
+    """The workers keep Jinja's compiled code in EFFDET_JINJA_CODE_CACHE; a second run finds every
+    template and conditional there: no entry is added or rewritten, and the run says the same."""
+    cache = tmp_path / "jinja"
+    first = probe_play(tmp_path, "mitogen_linear", EFFDET_JINJA_CODE_CACHE=str(cache), PROBE_COLLECTIONS="1")
+    entries = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
+    assert len(entries) >= 3     # the two messages and the conditional, at least
+    second = probe_play(tmp_path, "mitogen_linear", EFFDET_JINJA_CODE_CACHE=str(cache), PROBE_COLLECTIONS="1")
+    assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == entries
+    assert said(first, "PROBE") == said(second, "PROBE") and said(first, "COLLECTIONS") == said(second, "COLLECTIONS")
+    # Ansible's own strategy: no cache
+    probe_play(tmp_path, "linear", EFFDET_JINJA_CODE_CACHE=str(tmp_path / "unused"))
+    assert not (tmp_path / "unused").exists()

@@ -1,0 +1,236 @@
+"""A cache on disk of the Python code that Jinja compiles Ansible's templates into.
+
+Ansible forks a worker per task and host, and the worker compiles every template
+and conditional the task needs: Jinja parses it, generates Python source and
+compiles that. Nothing survives the worker, so each host compiles the same few
+hundred templates again on every task, and every run does it all again. In a
+no-change re-run of the host layer on 8 hosts that was a third of the workers'
+CPU (sampled in the workers, bench/rerun_profile.py's runs).
+
+install() makes Ansible's Jinja environment keep each compiled code object in a
+folder on the controller, keyed by everything the compiler reads:
+
+- the template's text (or the conditional's, marked apart from templates);
+- the environment: its class, code generator, the lexer settings a template's
+  "#jinja2:" header can override, optimizer, autoescape, async mode, extensions
+  and the load name and file name Jinja is given;
+- Ansible's compile-time switches: escape_backslashes (the compile context) and
+  ALLOW_EMBEDDED_TEMPLATES;
+- the versions of Python (marshal's format), Jinja and ansible-core, and this
+  cache's own.
+
+A hit reads one small file instead of compiling. The code is the code the
+compiler would have produced for the same key, so a template renders exactly as
+before; what is not cacheable (Ansible's template debugging on, a callable
+autoescape, another Jinja environment) compiles as before.
+
+The folder holds code the controller runs, so it is used only while it is a real
+folder (not a link) of the controller's user, with no access for group or
+others; a file in it only if it is a regular file of that user. Otherwise the
+cache stays off for the run, with one warning. It is written atomically
+(a temporary file, then a rename), so workers may fill it side by side.
+
+EFFDET_JINJA_CODE_CACHE names the folder, or turns the cache off with "off"
+(default: <ANSIBLE_HOME>/effdet_lab/jinja_code). The folder is emptied when it
+holds more than MAX_ENTRIES files (code of old versions of templates).
+"""
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import marshal
+import os
+import stat
+import sys
+import tempfile
+import types
+from typing import Any, Callable
+
+CACHE_VERSION = "1"
+MAX_ENTRIES = 20000
+ENV_VAR = "EFFDET_JINJA_CODE_CACHE"
+OFF = ("off", "0", "false", "no")
+
+# The conditional being compiled (compile_expression hands Jinja a node tree, not text).
+_EXPRESSION: contextvars.ContextVar[str | None] = contextvars.ContextVar("effdet_jinja_expression", default=None)
+_STATE: dict[str, Any] = {"dir": None, "installed": False, "hits": 0, "misses": 0}
+
+
+def default_dir() -> str:
+    from ansible import constants as C  # noqa: N812 - Ansible's own spelling
+
+    return os.path.join(C.ANSIBLE_HOME, "effdet_lab", "jinja_code")
+
+
+def chosen_dir() -> str | None:
+    """The folder from EFFDET_JINJA_CODE_CACHE (None: off)."""
+    value = os.environ.get(ENV_VAR)
+    if value is None or value == "":
+        return default_dir()
+    if value.lower() in OFF:
+        return None
+    return value
+
+
+def private_dir(path: str) -> str | None:
+    """Create the folder (0700) if absent; the reason it may not be used, or None."""
+    try:
+        if not os.path.lexists(path):
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.lstat(path)
+    except OSError as exc:
+        return f"cannot create or read it ({exc.strerror})"
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        return "it is not a folder (a link is not followed)"
+    if st.st_uid != os.geteuid():
+        return f"it belongs to uid {st.st_uid}, not to uid {os.geteuid()} that runs Ansible"
+    if st.st_mode & 0o077:
+        return f"group or others have access to it (mode {stat.S_IMODE(st.st_mode):04o}); it must be 0700"
+    return None
+
+
+def prune(path: str, limit: int = MAX_ENTRIES) -> None:
+    """Empty the folder when it holds more than limit files."""
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return
+    if len(names) <= limit:
+        return
+    for name in names:
+        try:
+            os.unlink(os.path.join(path, name))
+        except OSError:
+            continue
+
+
+def _versions() -> str:
+    import jinja2
+    from ansible.release import __version__ as ansible_version
+
+    return f"cache {CACHE_VERSION}|python {sys.version_info[:3]}|{sys.implementation.cache_tag}|" \
+           f"jinja {jinja2.__version__}|ansible-core {ansible_version}"
+
+
+def cache_key(env: Any, text: str, kind: str, name: str | None, filename: str | None, defer_init: bool) -> str | None:
+    """The key of one compile, or None where it must not be cached."""
+    from ansible._internal._templating import _jinja_bits as bits
+    from ansible._internal._templating._jinja_common import _TemplateConfig
+
+    if getattr(env, "_debuggable_template_source", False) or bits._CompileStateSmugglingCtx.current(optional=True):
+        return None
+    if callable(env.autoescape):
+        return None
+    context = bits._TemplateCompileContext.current(optional=True)
+    settings = (
+        _versions(), type(env).__module__, type(env).__qualname__,
+        env.code_generator_class.__module__, env.code_generator_class.__qualname__,
+        env.optimized, env.autoescape, env.is_async, tuple(sorted(env.extensions)),
+        tuple((field, getattr(env, field)) for field in bits._TEMPLATE_OVERRIDE_FIELD_NAMES),
+        env.newline_sequence, context.escape_backslashes if context else None,
+        _TemplateConfig.allow_embedded_templates, name, filename, defer_init, kind,
+    )
+    digest = hashlib.sha256(repr(settings).encode("utf-8"))
+    digest.update(b"\0")
+    digest.update(str.__str__(text).encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
+
+
+def read(path: str) -> types.CodeType | None:
+    """The cached code, or None (absent, not a regular file of this user, or unreadable)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            code = marshal.loads(fh.read())
+    except (OSError, EOFError, ValueError, TypeError):
+        return None
+    finally:
+        os.close(fd)
+    return code if isinstance(code, types.CodeType) else None
+
+
+def write(folder: str, path: str, code: types.CodeType) -> None:
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(marshal.dumps(code))
+        os.replace(tmp, path)
+    except (OSError, ValueError):
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def _cached_compile(original: Callable[..., Any]) -> Callable[..., Any]:
+    def compile(self: Any, source: Any, name: str | None = None, filename: str | None = None, raw: bool = False,
+                defer_init: bool = False) -> Any:
+        folder = _STATE["dir"]
+        key = None
+        if folder and not raw:
+            expression = _EXPRESSION.get()
+            if isinstance(source, str):
+                key = cache_key(self, source, "template", name, filename, defer_init)
+            elif expression is not None:
+                _EXPRESSION.set(None)   # only the conditional's own compile
+                key = cache_key(self, expression, "expression", name, filename, defer_init)
+        if key is None:
+            return original(self, source, name, filename, raw, defer_init)
+        path = os.path.join(folder, key)
+        code = read(path)
+        if code is not None:
+            _STATE["hits"] += 1
+            return code
+        code = original(self, source, name, filename, raw, defer_init)
+        _STATE["misses"] += 1
+        write(folder, path, code)
+        return code
+
+    compile.__wrapped__ = original  # type: ignore[attr-defined]
+    return compile
+
+
+def _marked_expression(original: Callable[..., Any]) -> Callable[..., Any]:
+    def compile_expression(self: Any, source: str, *args: Any, **kwargs: Any) -> Any:
+        token = _EXPRESSION.set(source if isinstance(source, str) else None)
+        try:
+            return original(self, source, *args, **kwargs)
+        finally:
+            _EXPRESSION.reset(token)
+
+    compile_expression.__wrapped__ = original  # type: ignore[attr-defined]
+    return compile_expression
+
+
+def install(warn: Callable[[str], Any] | None = None) -> str | None:
+    """Turn the cache on for Ansible's Jinja environment (once per process); the folder used, or None."""
+    if _STATE["installed"]:
+        return _STATE["dir"]
+    _STATE["installed"] = True
+    folder = chosen_dir()
+    if folder is None:
+        return None
+    folder = os.path.abspath(folder)
+    reason = private_dir(folder)
+    if reason:
+        if warn:
+            warn(f"effdet-lab: the Jinja code cache {folder} is off for this run: {reason}. "
+                 f"Set {ENV_VAR} to another folder, or to 'off'.")
+        return None
+    prune(folder)
+    from ansible._internal._templating._jinja_bits import AnsibleEnvironment
+
+    AnsibleEnvironment.compile = _cached_compile(AnsibleEnvironment.compile)  # type: ignore[method-assign]
+    AnsibleEnvironment.compile_expression = _marked_expression(  # type: ignore[method-assign]
+        AnsibleEnvironment.compile_expression)
+    _STATE["dir"] = folder
+    return folder
