@@ -6,6 +6,7 @@ nothing, and bad inputs fail clearly.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -207,6 +208,45 @@ def test_corrupt_xml_is_reported_not_fatal(effdet_run, tmp_path):
     report = json.loads((REPO / "results" / "effdet" / f"{RUN}-corrupt" / host / "data" / "train-report.json").read_text())
     issues = [i for i in report["issues"] if i["kind"] == "corrupt_xml"]
     assert len(issues) == 1 and broken.name in json.dumps(issues[0]), issues
+
+
+def test_a_bundle_in_parts_is_unpacked_part_by_part_while_the_next_are_sent(effdet_run, tmp_path, monkeypatch):
+    """effdet_safe_put over ssh with parts of 40,000 bytes: a writer thread writes the parts (hashing
+    each file once, the controller's cache being empty), a sender thread sends them through
+    Ansible's own ssh connection, and the module unpacks each part as soon as it is there. Every
+    file arrives intact with the lab user's owner; the next put answers from the stamp."""
+    host = effdet_run["hosts"][0]
+    sim = f"effdet-lab-host-{host.rsplit('-', 1)[1]}"
+    src = tmp_path / "many"
+    (src / "JPEGImages").mkdir(parents=True)
+    bodies = {f"img {i:03d}.jpg": os.urandom(3000 + i) for i in range(60)}
+    for name, body in bodies.items():
+        (src / "JPEGImages" / name).write_bytes(body)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("ANSIBLE_LIBRARY", str(REPO / "roles" / "effdet_tasks" / "library"))   # the module, outside the role
+    dest = "effdet-lab/datasets/pytest-parts"
+    docker_sh(sim, f"rm -rf /srv/effdet-lab/data/{dest} /srv/effdet-lab/data/effdet-lab/datasets/.pytest-parts.*")
+    book = tmp_path / "put.yml"
+    shown = ("{{ {'changed': put.changed, 'written': put.written | length, 'transfer': put.transfer, "
+             "'parts': (put.timings | default({})).parts | default(0), 'stamp': put.stamp | default('none')} | to_json }}")
+    book.write_text(json.dumps([{"hosts": host, "become": True, "gather_facts": False, "tasks": [
+        {"name": "put", "register": "put", "effdet_lab.lab.effdet_safe_put": {
+            "src": str(src), "base": "/srv/effdet-lab/data", "path": dest, "owner": 1001, "group": 1001,
+            "mode": "0644", "dir_mode": "0755", "part_size": 40000}},
+        {"name": "show", "ansible.builtin.debug": {"msg": "PUT " + shown}}]}]))
+
+    def put() -> dict:
+        run = run_playbook(str(book))
+        assert run.rc == 0, run.output[-3000:]
+        said = run.output.split("PUT ", 1)[1]
+        return json.loads(said[:said.index("}") + 1].replace('\\"', '"'))
+
+    assert put() == {"changed": True, "written": 60, "transfer": "ssh", "parts": 5, "stamp": "none"}
+    sums = docker_sh(sim, f"cd /srv/effdet-lab/data/{dest}/JPEGImages && stat -c '%u:%g %n' * && sha1sum *").stdout
+    for name, body in bodies.items():
+        assert f"1001:1001 {name}" in sums and f"{hashlib.sha1(body).hexdigest()}  {name}" in sums, name
+    assert put() == {"changed": False, "written": 0, "transfer": "none", "parts": 0, "stamp": "holds"}
+    docker_sh(sim, f"rm -rf /srv/effdet-lab/data/{dest} /srv/effdet-lab/data/effdet-lab/datasets/.pytest-parts.*")
 
 
 def test_git_source_checks_out_the_pinned_commit_from_a_mirror(effdet_run, tmp_path):

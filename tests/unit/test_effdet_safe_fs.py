@@ -399,7 +399,12 @@ def test_a_bundle_gives_each_file_its_size_in_order_and_checks_it(lab, tmp_path)
         return r
 
     entries = [bundle_entry(path, body) for path, body in bodies.items()]
+    r = put(entries, b"".join(bodies.values()), flush=False)     # a part before the last: no flush
+    assert "flush_s" not in r and "unpack_s" in r, r
+    for path in bodies:
+        (lab["b"] / "effdet-lab/t" / path).unlink()
     r = put(entries, b"".join(bodies.values()))
+    assert "flush_s" in r, r
     assert sorted(seen_in_container(r["written"])) == sorted(f"/data/effdet-lab/t/{path}" for path in bodies), r
     for path, body in bodies.items():
         assert (lab["b"] / "effdet-lab/t" / path).read_bytes() == body
@@ -541,22 +546,34 @@ def test_put_and_fetch_through_ansible(lab, tmp_path, monkeypatch):
 
 
 def test_many_files_go_as_one_bundle_and_a_no_change_put_is_one_comparison(lab, tmp_path, monkeypatch):
-    """40 files: one bundle through the connection; the next put answers from the stamp (and the
-    controller's sha1 cache); one file changed on the controller: exactly that one is sent."""
+    """40 files: one bundle through the connection, in parts of 10,000 bytes (each unpacked by its
+    own call, the filesystem flushed after the last only); on this first put the controller hashes
+    each file as it writes it into its part, and keeps the sha1s. The next put answers from the
+    stamp (and the controller's sha1 cache); one file changed on the controller: exactly that one
+    is sent."""
     src = tmp_path / "voc"
     (src / "JPEGImages").mkdir(parents=True)
-    for i in range(40):
-        (src / "JPEGImages" / f"img {i:02d}.jpg").write_bytes(os.urandom(2000))
+    bodies = {f"img {i:02d}.jpg": os.urandom(2000) for i in range(40)}
+    for name, body in bodies.items():
+        (src / "JPEGImages" / name).write_bytes(body)
     tasks = [{"name": "put", "effdet_safe_put": {"base": lab["base"], "src": str(src), "path": "effdet-lab/datasets/voc",
-                                                 "owner": 1001, "group": 1001, "mode": "0644", "dir_mode": "0755"},
+                                                 "owner": 1001, "group": 1001, "mode": "0644", "dir_mode": "0755",
+                                                 "part_size": 10000},
               "register": "put"},
              {"name": "show", "ansible.builtin.debug": {"msg": "PUT={{ put.changed }} N={{ put.written | length }} "
-                                                                "STAMP={{ put.stamp | default('none') }}"}}]
+                                                                "STAMP={{ put.stamp | default('none') }} "
+                                                                "TIMINGS={{ put.timings | default({}) | to_json }}"}}]
     env_cache = tmp_path / "cache"
     monkeypatch.setenv("XDG_CACHE_HOME", str(env_cache))
     first = playbook(tmp_path, tasks)
     assert first.returncode == 0 and "PUT=True N=40 STAMP=none" in first.stdout, first.stdout[-3000:]
-    assert list((env_cache / "effdet-lab").glob("sha1-*.json"))
+    timings = json.loads(first.stdout.split("TIMINGS=", 1)[1].split("}", 1)[0].replace('\\"', '"') + "}")
+    assert timings["parts"] == 8 and "unpack_flush" in timings, timings      # 5 files of 2,000 bytes a part
+    voc = lab["b"] / "effdet-lab/datasets/voc/JPEGImages"
+    assert {p.name: p.read_bytes() for p in voc.iterdir()} == bodies
+    cached = json.loads(next((env_cache / "effdet-lab").glob("sha1-*.json")).read_text())
+    assert {rel: entry[2] for rel, entry in cached.items()} == {
+        f"JPEGImages/{name}": hashlib.sha1(body).hexdigest() for name, body in bodies.items()}
     second = playbook(tmp_path, tasks)
     assert "PUT=False N=0 STAMP=holds" in second.stdout, second.stdout[-3000:]
     (src / "JPEGImages" / "img 07.jpg").write_bytes(b"changed")

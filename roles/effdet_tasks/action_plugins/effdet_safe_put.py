@@ -19,20 +19,28 @@ through a link; where the tree's folder is not on the host yet, there is nothing
 to compare and this call is skipped), and only those are sent: a few small ones
 inline, more than a few as one bundle through the connection's file transfer.
 A bundle is the files' contents one after the other in the manifest's order,
-with no names in it, in parts of 64 MiB; each part is sent while the next is
-written. The module gives each file of the manifest the next `size` bytes,
-writes it through the same link-refusing writer, checks its sha1, removes the
-parts once read and flushes the destination's filesystem once. Where the
-connection is mitogen's over ssh, the parts go through Ansible's own ssh
-connection to the same host (sftp or scp: several times faster than mitogen's
-file service for large files; the result's `transfer` says which way it went,
-and `timings` the seconds of each phase). Files over 4 MiB go
-one by one through the connection's temporary folder. A link anywhere on the
-host side of the path is refused by the module, with a message that names it.
+with no names in it, in parts of 64 MiB (part_size). The module gives each file
+of a part the next `size` bytes, writes it through the same link-refusing
+writer, checks its sha1 and removes the part once read; it flushes the
+destination's filesystem once, after the last part. Where the connection is
+mitogen's over ssh, the parts go through Ansible's own ssh connection to the
+same host (sftp or scp: several times faster than mitogen's file service for
+large files), and the work is pipelined: a thread writes the parts, another
+sends each as soon as it is written, and the module unpacks each part as soon
+as it is on the host, while the next ones are written and sent. The result's
+`transfer` says which way it went, and `timings` the seconds of each phase.
+Files over 4 MiB go one by one through the connection's temporary folder. A
+link anywhere on the host side of the path is refused by the module, with a
+message that names it.
+
+On a first put (the tree's folder is not on the host), a file whose sha1 the
+controller's cache does not know yet is not read twice: it is hashed while it
+is copied into its part, and the module checks that sha1 as it writes the file.
 
 Arguments: src (a controller file or folder), base (the trusted host folder),
 path (the destination below it), owner, group, mode (files), dir_mode,
-exclude (a regex on paths relative to src), base_alias (for messages).
+exclude (a regex on paths relative to src), base_alias (for messages),
+part_size (bytes per part of a bundle, default 64 MiB).
 """
 from __future__ import annotations
 
@@ -45,7 +53,7 @@ import shlex
 import shutil
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from ansible.errors import AnsibleActionFail
@@ -89,13 +97,22 @@ class Sha1Cache:
             self.old = {}
         self.new: dict[str, list] = {}
 
+    def known(self, rel: str, st: os.stat_result) -> str | None:
+        """The sha1 recorded for this size and mtime, or None."""
+        entry = self.old.get(rel)
+        if entry and entry[0] == st.st_size and entry[1] == st.st_mtime_ns:
+            self.new[rel] = entry
+            return str(entry[2])
+        return None
+
+    def record(self, rel: str, size: int, mtime_ns: int, digest: str) -> None:
+        self.new[rel] = [size, mtime_ns, digest]
+
     def sha1(self, rel: str, local: str, st: os.stat_result) -> str:
-        known = self.old.get(rel)
-        if known and known[0] == st.st_size and known[1] == st.st_mtime_ns:
-            digest = str(known[2])
-        else:
+        digest = self.known(rel, st)
+        if digest is None:
             digest = sha1_of(local)
-        self.new[rel] = [st.st_size, st.st_mtime_ns, digest]
+            self.record(rel, st.st_size, st.st_mtime_ns, digest)
         return digest
 
     def save(self) -> None:
@@ -111,13 +128,15 @@ class Sha1Cache:
             pass   # a cache only: the next run reads the files again
 
 
-def manifest(src: str, exclude: str | None = None) -> tuple[list[str], list[dict[str, Any]]]:
+def manifest(src: str, exclude: str | None = None, lazy: bool = False,
+             cache: Sha1Cache | None = None) -> tuple[list[str], list[dict[str, Any]]]:
     """The folders and files of src (a file: itself, at path ''), relative and sorted; links and
-    anything matching exclude are left out."""
+    anything matching exclude are left out. lazy: a file whose sha1 the cache does not know gets
+    sha1 None (and its mtime_ns), for the caller to fill (hash_missing, or while it is sent)."""
     skip = re.compile(exclude) if exclude else None
     if os.path.isfile(src):
         return [], [{"path": "", "local": src, "size": os.path.getsize(src), "sha1": sha1_of(src)}]
-    cache = Sha1Cache(src)
+    cache = cache or Sha1Cache(src)
     dirs: list[str] = []
     files: list[dict[str, Any]] = []
     for root, subdirs, names in os.walk(src, followlinks=False):
@@ -137,9 +156,19 @@ def manifest(src: str, exclude: str | None = None) -> tuple[list[str], list[dict
             if os.path.islink(local) or not os.path.isfile(local) or (skip and skip.search(rel)):
                 continue
             st = os.stat(local)
-            files.append({"path": rel, "local": local, "size": st.st_size, "sha1": cache.sha1(rel, local, st)})
+            sha1 = cache.known(rel, st) if lazy else cache.sha1(rel, local, st)
+            files.append({"path": rel, "local": local, "size": st.st_size, "sha1": sha1, "mtime_ns": st.st_mtime_ns})
     cache.save()
     return dirs, files
+
+
+def hash_missing(files: list[dict[str, Any]], cache: Sha1Cache | None) -> None:
+    """Fill the sha1s a lazy manifest left out (and record them in the cache)."""
+    for f in files:
+        if f["sha1"] is None:
+            f["sha1"] = sha1_of(f["local"])
+            if cache is not None:
+                cache.record(f["path"], f["size"], f["mtime_ns"], f["sha1"])
 
 
 def manifest_digest(dirs: list[str], files: list[dict[str, Any]], attrs: dict[str, Any]) -> str:
@@ -158,15 +187,28 @@ def bundle_parts(files: list[dict[str, Any]], limit: int = BUNDLE_PART_MAX) -> l
 def write_part(files: list[dict[str, Any]], path: str) -> None:
     """One part of a bundle: the files' contents one after the other, no names (the module takes each
     file's size in the manifest's order and checks its sha1). A file whose size is no longer the
-    manifest's is refused: it changed since it was listed."""
+    manifest's is refused: it changed since it was listed. A file without a sha1 yet (a first put
+    from a lazy manifest) is hashed as it is copied: it is read once."""
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
     with open(path, "wb") as out:
         for f in files:
-            with open(f["local"], "rb") as data:
-                shutil.copyfileobj(data, out, CHUNK)
-                copied = data.tell()
+            digest = hashlib.sha1() if f["sha1"] is None else None
+            copied = 0
+            with open(f["local"], "rb", buffering=0) as data:
+                while True:
+                    count = data.readinto(buffer)
+                    if not count:
+                        break
+                    if digest is not None:
+                        digest.update(view[:count])
+                    out.write(view[:count])
+                    copied += count
             if copied != f["size"]:
                 raise AnsibleActionFail(f"{f['local']} changed on the controller while it was sent "
                                         f"({copied} bytes, {f['size']} when listed)")
+            if digest is not None:
+                f["sha1"] = digest.hexdigest()
 
 
 def batches(files: list[dict[str, Any]], limit: int = INLINE_BATCH_MAX) -> list[list[dict[str, Any]]]:
@@ -185,7 +227,8 @@ def batches(files: list[dict[str, Any]], limit: int = INLINE_BATCH_MAX) -> list[
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("src", "base", "path", "base_alias", "owner", "group", "mode", "dir_mode", "exclude"))
+    _VALID_ARGS = frozenset(("src", "base", "path", "base_alias", "owner", "group", "mode", "dir_mode", "exclude",
+                             "part_size"))
 
     def _module(self, args: dict[str, Any], files: list[dict[str, Any]], task_vars: dict[str, Any]) -> dict[str, Any]:
         res = self._execute_module(module_name=MODULE, module_args={**args, "files": files}, task_vars=task_vars)
@@ -268,35 +311,63 @@ class ActionModule(ActionBase):
 
     def _put_bundle(self, common: dict[str, Any], files: list[dict[str, Any]],
                     task_vars: dict[str, Any]) -> dict[str, Any]:
-        """Many files in one transfer: a bundle of their contents in parts written here, each part
-        sent while the next is written, unpacked by the module (which removes the parts once read);
-        the module's result."""
-        parts = bundle_parts(files)
+        """Many files in one transfer: a bundle of their contents in parts written here (hashing the
+        files that have no sha1 yet), each part unpacked by the module (its files, in the manifest's
+        order; it removes the part once read) as soon as it is on the host; the filesystem is
+        flushed once, after the last part. The merged results of the module's calls.
+
+        Where the parts go over Ansible's own ssh connection (_bulk_ssh), a writer thread writes
+        them and a sender thread sends each as soon as it is written, so that the module unpacks
+        one part while the next ones are written and sent. Otherwise (the task's connection carries
+        both) each part is written, sent and unpacked in turn."""
+        parts = bundle_parts(files, self._part_size)
+        bulk = self._bulk_ssh(task_vars)
         local = tempfile.mkdtemp(prefix="effdet-put-")
-        remote: list[str] = []
+
+        def write(index: int) -> str:
+            path = os.path.join(local, f"part-{index:04d}")
+            write_part(parts[index], path)
+            return path
+
+        def send(index: int, path: str) -> str:
+            try:
+                if bulk is not None:
+                    return self._send_over_ssh(bulk, path, f"effdet-put-{index:04d}.part")
+                return self._send(path, f"effdet-put-{index:04d}.part")
+            finally:
+                os.unlink(path)
+
+        merged: dict[str, Any] = {"written": [], "created": [], "attributes_changed": []}
+        rest = common
         try:
-            with ThreadPoolExecutor(max_workers=1) as writer:
-                path = os.path.join(local, "part-0000")
-                pending = writer.submit(write_part, parts[0], path)
-                for index in range(len(parts)):
-                    pending.result()
-                    self._lap("bundle")
-                    if index + 1 < len(parts):
-                        following = os.path.join(local, f"part-{index + 1:04d}")
-                        pending = writer.submit(write_part, parts[index + 1], following)
-                    remote.append(self._send(path, f"effdet-put-{index:04d}.part", task_vars))
-                    os.unlink(path)
-                    self._lap("send")
-                    if index + 1 < len(parts):
-                        path = following
+            with ThreadPoolExecutor(max_workers=1) as writer, ThreadPoolExecutor(max_workers=1) as sender:
+                sent: list[Future] = []
+                if bulk is not None:
+                    sent = [sender.submit(lambda i, w: send(i, w.result()), i, writer.submit(write, i))
+                            for i in range(len(parts))]
+                try:
+                    for index, part in enumerate(parts):
+                        remote = sent[index].result() if sent else send(index, write(index))
+                        self._lap("send_wait" if sent else "send")
+                        payload = [{"path": f["path"], "sha1": f["sha1"], "size": f["size"], "in_bundle": True}
+                                   for f in part]
+                        got = self._module({**rest, "bundle": [remote], "flush": index == len(parts) - 1},
+                                           payload, task_vars)
+                        self._lap("unpack")
+                        for key in merged:
+                            merged[key].extend(got.get(key) or [])
+                        for key, timing in (("unpack_s", "unpack_files"), ("flush_s", "unpack_flush")):
+                            if key in got:
+                                self._timings[timing] = round(self._timings.get(timing, 0.0) + got[key], 3)
+                        rest = {**common, "dirs": []}    # the folders came with the first part
+                except BaseException:
+                    for future in sent:
+                        future.cancel()
+                    raise
         finally:
             shutil.rmtree(local, ignore_errors=True)
-        payload = [{"path": f["path"], "sha1": f["sha1"], "size": f["size"], "in_bundle": True} for f in files]
-        got = self._module({**common, "bundle": remote}, payload, task_vars)
-        self._lap("unpack")
-        if "unpack_s" in got:     # the module's own time for the files, without the flush to disk
-            self._timings["unpack_files"] = got["unpack_s"]
-        return got
+        self._timings["parts"] = len(parts)
+        return merged
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result = super().run(tmp, task_vars)
@@ -311,9 +382,16 @@ class ActionModule(ActionBase):
         if not os.path.exists(src):
             raise AnsibleActionFail(f"{src} does not exist on the controller")
         single = os.path.isfile(src)
+        part_size = a.get("part_size", BUNDLE_PART_MAX)
+        if isinstance(part_size, bool) or not str(part_size).isdigit() or not 0 < int(part_size) <= 2**31:
+            raise AnsibleActionFail(f"part_size = {part_size!r} breaks the rule: bytes per part of a bundle, "
+                                    f"an integer from 1 to {2**31}")
+        self._part_size = int(part_size)
         self._timings: dict[str, float] = {}
         self._clock = time.monotonic()
-        dirs, files = manifest(src, a.get("exclude"))
+        cache = None if single else Sha1Cache(src)
+        # Lazy: a file the sha1 cache does not know is hashed only once it is needed (below).
+        dirs, files = manifest(src, a.get("exclude"), lazy=True, cache=cache)
         self._lap("manifest")
         path = str(a["path"])
         if single:
@@ -323,8 +401,10 @@ class ActionModule(ActionBase):
         common = {"op": "tree", "base": a["base"], "path": path, "base_alias": a.get("base_alias"),
                   "owner": a.get("owner"), "group": a.get("group"), "mode": a.get("mode"),
                   "dir_mode": a.get("dir_mode"), "dirs": dirs, "root_attrs": not single}
-        if not single:
-            common["digest"] = manifest_digest(dirs, files, {k: a.get(k) for k in ("owner", "group", "mode", "dir_mode")})
+        attrs = {k: a.get(k) for k in ("owner", "group", "mode", "dir_mode")}
+        unknown = [f for f in files if f["sha1"] is None]
+        if not single and not unknown:
+            common["digest"] = manifest_digest(dirs, files, attrs)
         by_path = {f["path"]: f for f in files}
         self._made_tmp = False
         self._bulk: Any = None
@@ -332,6 +412,12 @@ class ActionModule(ActionBase):
         self._transfer = "none"    # or how files went through the tmp folder: "connection", "ssh"
         try:
             check = {} if single else self._module({**common, "stamp_check": True}, [], task_vars)
+            if unknown and (check.get("root") != "missing" or self._task.check_mode):
+                # Files to compare with the host's: their sha1s now, then the stamp asked again.
+                hash_missing(unknown, cache)
+                unknown = []
+                common["digest"] = manifest_digest(dirs, files, attrs)
+                check = self._module({**common, "stamp_check": True}, [], task_vars)
             if check.get("stamp") == "holds":
                 result.update(changed=False, written=[], created=[], attributes_changed=[], files=len(files),
                               dest=a["path"], stamp="holds", transfer="none")
@@ -361,8 +447,9 @@ class ActionModule(ActionBase):
                 small = [f for f in need if f["size"] <= INLINE_FILE_MAX]
                 large = [f for f in need if f["size"] > INLINE_FILE_MAX]
                 if len(small) > BUNDLE_MIN_FILES:
-                    absorb(self._put_bundle(rest, small, task_vars))
+                    absorb(self._put_bundle(rest, small, task_vars))    # hashes the bundle's files as it writes it
                     small = []
+                hash_missing(small + large, cache)
                 for group in batches(small):
                     payload = []
                     for f in group:
@@ -376,6 +463,12 @@ class ActionModule(ActionBase):
             elif need:
                 written += [p["path"] for p in need]
             if not single and not self._task.check_mode:
+                hash_missing(files, cache)      # none left: every file was sent or compared
+                if cache is not None:           # the sha1s hashed while the bundle was written, too
+                    for f in files:
+                        cache.record(f["path"], f["size"], f["mtime_ns"], f["sha1"])
+                    cache.save()
+                common["digest"] = manifest_digest(dirs, files, attrs)
                 self._module({**common, "dirs": dirs, "stamp_write": True}, [], task_vars)
                 self._lap("stamp_write")
         finally:

@@ -142,6 +142,12 @@ options:
         in_bundle: their contents one after the other, in the order of O(files), each of its size; removed once read.
     type: list
     elements: str
+  flush:
+    description:
+      - With O(bundle), flush the filesystem of O(base) once its files are written (they are written without an
+        fsync each). A caller that unpacks a bundle part by part flushes after the last part only.
+    type: bool
+    default: true
 author: effdet-lab
 """
 
@@ -929,6 +935,7 @@ def put_files(base: Base, root: List[str], p: Dict[str, Any], check_mode: bool) 
                 "stamp": "written"}
     bundle = open_bundle(p)
     started = time.monotonic()
+    result: Dict[str, Any] = {}
     try:
         result = put_manifest(base, root, p, check_mode, bundle)
         if bundle is not None:
@@ -939,8 +946,11 @@ def put_files(base: Base, root: List[str], p: Dict[str, Any], check_mode: bool) 
             # The bundle's files were written without an fsync each: one flush of their
             # filesystem. The bundle goes first (the caller's temporary copy, read once), so
             # that its own pages are dropped, not written back.
+            flushing = time.monotonic()
             bundle.close()
-            sync_filesystem(base.fd)
+            if p.get("flush", True):
+                sync_filesystem(base.fd)
+                result["flush_s"] = round(time.monotonic() - flushing, 3)
 
 
 def put_manifest(base: Base, root: List[str], p: Dict[str, Any], check_mode: bool,
@@ -1238,6 +1248,7 @@ def main() -> None:
             stamp_check=dict(type="bool", default=False),
             stamp_write=dict(type="bool", default=False),
             bundle=dict(type="list", elements="str"),
+            flush=dict(type="bool", default=True),
         ),
         supports_check_mode=True,
     )
