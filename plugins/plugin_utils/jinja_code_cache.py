@@ -37,6 +37,7 @@ holds more than MAX_ENTRIES files (code of old versions of templates).
 from __future__ import annotations
 
 import contextvars
+import functools
 import hashlib
 import marshal
 import os
@@ -104,6 +105,7 @@ def prune(path: str, limit: int = MAX_ENTRIES) -> None:
             continue
 
 
+@functools.lru_cache(maxsize=None)
 def _versions() -> str:
     import jinja2
     from ansible.release import __version__ as ansible_version
