@@ -54,7 +54,7 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, Iterator
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
@@ -68,18 +68,22 @@ CHUNK = 1024 * 1024
 CACHE_DIR = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "effdet-lab")
 
 
-def sha1_of(path: str) -> str:
-    # readinto one buffer: read(CHUNK) allocates CHUNK bytes per call, which for
-    # 20,000 small images costs five times the hashing itself.
-    digest = hashlib.sha1()
-    buffer = bytearray(CHUNK)
+def chunks_of(path: str, buffer: bytearray) -> Iterator[memoryview]:
+    """path's content, read into one buffer: read(CHUNK) allocates CHUNK bytes per call, which for
+    20,000 small images costs five times the hashing itself. Each view is valid until the next."""
     view = memoryview(buffer)
     with open(path, "rb", buffering=0) as handle:
         while True:
             count = handle.readinto(buffer)
             if not count:
-                break
-            digest.update(view[:count])
+                return
+            yield view[:count]
+
+
+def sha1_of(path: str) -> str:
+    digest = hashlib.sha1()
+    for chunk in chunks_of(path, bytearray(CHUNK)):
+        digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -105,15 +109,11 @@ class Sha1Cache:
             return str(entry[2])
         return None
 
-    def record(self, rel: str, size: int, mtime_ns: int, digest: str) -> None:
-        self.new[rel] = [size, mtime_ns, digest]
-
-    def sha1(self, rel: str, local: str, st: os.stat_result) -> str:
-        digest = self.known(rel, st)
-        if digest is None:
-            digest = sha1_of(local)
-            self.record(rel, st.st_size, st.st_mtime_ns, digest)
-        return digest
+    def record(self, files: list[dict[str, Any]]) -> None:
+        """The sha1s the files of a manifest have now (those still without one are left out)."""
+        for f in files:
+            if f["sha1"] is not None:
+                self.new[f["path"]] = [f["size"], f["mtime_ns"], f["sha1"]]
 
     def save(self) -> None:
         if self.new == self.old:
@@ -128,15 +128,13 @@ class Sha1Cache:
             pass   # a cache only: the next run reads the files again
 
 
-def manifest(src: str, exclude: str | None = None, lazy: bool = False,
-             cache: Sha1Cache | None = None) -> tuple[list[str], list[dict[str, Any]]]:
+def manifest(src: str, cache: Sha1Cache | None, exclude: str | None = None) -> tuple[list[str], list[dict[str, Any]]]:
     """The folders and files of src (a file: itself, at path ''), relative and sorted; links and
-    anything matching exclude are left out. lazy: a file whose sha1 the cache does not know gets
-    sha1 None (and its mtime_ns), for the caller to fill (hash_missing, or while it is sent)."""
+    anything matching exclude are left out. A file of a folder whose sha1 the cache does not know
+    gets sha1 None (and its mtime_ns), for the caller to fill (hash_missing, or while it is sent)."""
     skip = re.compile(exclude) if exclude else None
-    if os.path.isfile(src):
+    if os.path.isfile(src) or cache is None:
         return [], [{"path": "", "local": src, "size": os.path.getsize(src), "sha1": sha1_of(src)}]
-    cache = cache or Sha1Cache(src)
     dirs: list[str] = []
     files: list[dict[str, Any]] = []
     for root, subdirs, names in os.walk(src, followlinks=False):
@@ -156,19 +154,16 @@ def manifest(src: str, exclude: str | None = None, lazy: bool = False,
             if os.path.islink(local) or not os.path.isfile(local) or (skip and skip.search(rel)):
                 continue
             st = os.stat(local)
-            sha1 = cache.known(rel, st) if lazy else cache.sha1(rel, local, st)
-            files.append({"path": rel, "local": local, "size": st.st_size, "sha1": sha1, "mtime_ns": st.st_mtime_ns})
-    cache.save()
+            files.append({"path": rel, "local": local, "size": st.st_size, "sha1": cache.known(rel, st),
+                          "mtime_ns": st.st_mtime_ns})
     return dirs, files
 
 
-def hash_missing(files: list[dict[str, Any]], cache: Sha1Cache | None) -> None:
-    """Fill the sha1s a lazy manifest left out (and record them in the cache)."""
+def hash_missing(files: list[dict[str, Any]]) -> None:
+    """Fill the sha1s the manifest left out."""
     for f in files:
         if f["sha1"] is None:
             f["sha1"] = sha1_of(f["local"])
-            if cache is not None:
-                cache.record(f["path"], f["size"], f["mtime_ns"], f["sha1"])
 
 
 def manifest_digest(dirs: list[str], files: list[dict[str, Any]], attrs: dict[str, Any]) -> str:
@@ -188,22 +183,17 @@ def write_part(files: list[dict[str, Any]], path: str) -> None:
     """One part of a bundle: the files' contents one after the other, no names (the module takes each
     file's size in the manifest's order and checks its sha1). A file whose size is no longer the
     manifest's is refused: it changed since it was listed. A file without a sha1 yet (a first put
-    from a lazy manifest) is hashed as it is copied: it is read once."""
+    from the manifest) is hashed as it is copied: it is read once."""
     buffer = bytearray(CHUNK)
-    view = memoryview(buffer)
     with open(path, "wb") as out:
         for f in files:
             digest = hashlib.sha1() if f["sha1"] is None else None
             copied = 0
-            with open(f["local"], "rb", buffering=0) as data:
-                while True:
-                    count = data.readinto(buffer)
-                    if not count:
-                        break
-                    if digest is not None:
-                        digest.update(view[:count])
-                    out.write(view[:count])
-                    copied += count
+            for chunk in chunks_of(f["local"], buffer):
+                if digest is not None:
+                    digest.update(chunk)
+                out.write(chunk)
+                copied += len(chunk)
             if copied != f["size"]:
                 raise AnsibleActionFail(f"{f['local']} changed on the controller while it was sent "
                                         f"({copied} bytes, {f['size']} when listed)")
@@ -331,9 +321,7 @@ class ActionModule(ActionBase):
 
         def send(index: int, path: str) -> str:
             try:
-                if bulk is not None:
-                    return self._send_over_ssh(bulk, path, f"effdet-put-{index:04d}.part")
-                return self._send(path, f"effdet-put-{index:04d}.part")
+                return self._send(path, f"effdet-put-{index:04d}.part", task_vars)
             finally:
                 os.unlink(path)
 
@@ -390,8 +378,8 @@ class ActionModule(ActionBase):
         self._timings: dict[str, float] = {}
         self._clock = time.monotonic()
         cache = None if single else Sha1Cache(src)
-        # Lazy: a file the sha1 cache does not know is hashed only once it is needed (below).
-        dirs, files = manifest(src, a.get("exclude"), lazy=True, cache=cache)
+        # A file the sha1 cache does not know is hashed only once it is needed (below).
+        dirs, files = manifest(src, cache, a.get("exclude"))
         self._lap("manifest")
         path = str(a["path"])
         if single:
@@ -414,7 +402,7 @@ class ActionModule(ActionBase):
             check = {} if single else self._module({**common, "stamp_check": True}, [], task_vars)
             if unknown and (check.get("root") != "missing" or self._task.check_mode):
                 # Files to compare with the host's: their sha1s now, then the stamp asked again.
-                hash_missing(unknown, cache)
+                hash_missing(unknown)
                 unknown = []
                 common["digest"] = manifest_digest(dirs, files, attrs)
                 check = self._module({**common, "stamp_check": True}, [], task_vars)
@@ -449,7 +437,7 @@ class ActionModule(ActionBase):
                 if len(small) > BUNDLE_MIN_FILES:
                     absorb(self._put_bundle(rest, small, task_vars))    # hashes the bundle's files as it writes it
                     small = []
-                hash_missing(small + large, cache)
+                hash_missing(small + large)
                 for group in batches(small):
                     payload = []
                     for f in group:
@@ -463,15 +451,14 @@ class ActionModule(ActionBase):
             elif need:
                 written += [p["path"] for p in need]
             if not single and not self._task.check_mode:
-                hash_missing(files, cache)      # none left: every file was sent or compared
-                if cache is not None:           # the sha1s hashed while the bundle was written, too
-                    for f in files:
-                        cache.record(f["path"], f["size"], f["mtime_ns"], f["sha1"])
-                    cache.save()
+                hash_missing(files)      # none left: every file was sent or compared
                 common["digest"] = manifest_digest(dirs, files, attrs)
                 self._module({**common, "dirs": dirs, "stamp_write": True}, [], task_vars)
                 self._lap("stamp_write")
         finally:
+            if cache is not None:    # every sha1 known by now, those hashed while the bundle was written too
+                cache.record(files)
+                cache.save()
             if self._made_tmp:
                 self._remove_tmp_path(self._connection._shell.tmpdir)
             self._close_bulk()
