@@ -41,9 +41,16 @@ def probe_collections(_value):
             "count": len(Invocation._extra_sys_paths)}}
 
 
+def probe_affinity(_value):
+    """The CPUs the worker and the top-level process (its parent) may run on."""
+    import os
+    return {{"worker": sorted(os.sched_getaffinity(0)), "top": sorted(os.sched_getaffinity(os.getppid()))}}
+
+
 class FilterModule:
     def filters(self):
-        return {{"probe_loaded": probe_loaded, "probe_collections": probe_collections}}
+        return {{"probe_loaded": probe_loaded, "probe_collections": probe_collections,
+                "probe_affinity": probe_affinity}}
 '''
 
 PLAY = """---
@@ -58,10 +65,14 @@ PLAY = """---
       ansible.builtin.debug:
         msg: "COLLECTIONS {{ 'x' | probe_collections | to_json }}"
       when: (lookup('ansible.builtin.env', 'PROBE_COLLECTIONS') | length > 0) and 1 + 1 == 2
+    - name: Probe the CPUs
+      ansible.builtin.debug:
+        msg: "AFFINITY {{ 'x' | probe_affinity | to_json }}"
+      when: lookup('ansible.builtin.env', 'PROBE_AFFINITY') | length > 0
 """
 
 
-def probe_play(tmp_path: Path, strategy: str, **env_extra: str) -> str:
+def run_probe_play(tmp_path: Path, strategy: str, **env_extra: str) -> subprocess.CompletedProcess:
     (tmp_path / "filters").mkdir(exist_ok=True)
     (tmp_path / "filters" / "probe.py").write_text(PROBE)
     (tmp_path / "play.yml").write_text(PLAY)
@@ -69,8 +80,12 @@ def probe_play(tmp_path: Path, strategy: str, **env_extra: str) -> str:
            "ANSIBLE_FILTER_PLUGINS": str(tmp_path / "filters"), "ANSIBLE_NOCOLOR": "1",
            "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default", "ANSIBLE_CALLBACK_RESULT_FORMAT": "json",
            **env_extra}
-    run = subprocess.run([str(ANSIBLE_PLAYBOOK), str(tmp_path / "play.yml")], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=120)
+    return subprocess.run([str(ANSIBLE_PLAYBOOK), str(tmp_path / "play.yml")], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def probe_play(tmp_path: Path, strategy: str, **env_extra: str) -> str:
+    run = run_probe_play(tmp_path, strategy, **env_extra)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return run.stdout
 
@@ -113,3 +128,29 @@ def test_a_second_run_compiles_no_template(tmp_path):
     # Ansible's own strategy: no cache
     probe_play(tmp_path, "linear", EFFDET_JINJA_CODE_CACHE=str(tmp_path / "unused"))
     assert not (tmp_path / "unused").exists()
+
+
+USABLE_CPUS = sorted(os.sched_getaffinity(0))
+
+
+def affinity(tmp_path: Path, **env_extra: str) -> dict[str, list[int]]:
+    return said(probe_play(tmp_path, "mitogen_linear", PROBE_AFFINITY="1", **env_extra), "AFFINITY")
+
+
+@pytest.mark.skipif(not ANSIBLE_PLAYBOOK.exists(), reason="needs the project's venv (make venv)")
+@pytest.mark.skipif(len(USABLE_CPUS) < 2, reason="pinning is only visible with 2 CPUs or more")
+def test_below_four_cpus_the_controller_is_not_pinned_to_one_cpu(tmp_path):
+    """mitogen's policy pins the top-level process and every worker to one CPU below 4 CPUs (and to
+    one each from 4 up); the shim leaves them to the scheduler below 4, or always with "off"."""
+    pinned = affinity(tmp_path, EFFDET_MITOGEN_CPU_PINNING="mitogen")
+    assert len(pinned["worker"]) == 1 and len(pinned["top"]) == 1
+    assert affinity(tmp_path, EFFDET_MITOGEN_CPU_PINNING="off") == {"worker": USABLE_CPUS, "top": USABLE_CPUS}
+    auto = affinity(tmp_path)      # the default, "auto"
+    assert auto == (pinned if len(USABLE_CPUS) >= 4 else {"worker": USABLE_CPUS, "top": USABLE_CPUS})
+
+
+@pytest.mark.skipif(not ANSIBLE_PLAYBOOK.exists(), reason="needs the project's venv (make venv)")
+def test_a_pinning_choice_off_its_list_is_refused_by_name_value_and_rule(tmp_path):
+    run = run_probe_play(tmp_path, "mitogen_linear", EFFDET_MITOGEN_CPU_PINNING="sometimes")
+    assert run.returncode != 0
+    assert "EFFDET_MITOGEN_CPU_PINNING='sometimes' breaks its rule: one of auto, mitogen, off" in run.stdout + run.stderr
