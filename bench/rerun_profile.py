@@ -15,12 +15,17 @@ re-run, which must report changed=0), each run profiled task by task
 A variant with a git ref runs that commit's site.yml from a git worktree that
 shares this checkout's venvs and lab-in-a-box (the "before" of a change).
 
-    .venv/bin/python bench/rerun_profile.py --hosts 1 \
+    .venv/bin/python bench/rerun_profile.py --hosts 1,8 \
         --variant before@938e3cf --variant after [--tags host] [--out bench/results/rerun]
 
+--hosts takes one fleet size or several (comma-separated); each variant runs on
+each size, and with several sizes the summary adds how the re-run scales: its
+time on N hosts over its time on the smallest fleet, per variant, from the same
+bench run.
+
 Writes <out>.json (every run, with its per-task rows), <out>.md (the summary
-table and each variant's slowest re-run tasks) and <out>.png (the re-run's
-time per role, per variant).
+table, the scaling table and each run's slowest re-run tasks) and <out>.png
+(the re-run's time per role, per run).
 """
 from __future__ import annotations
 
@@ -120,14 +125,23 @@ def by_key(rows: list[dict], key) -> list[tuple[str, float, int]]:
     return sorted(((k, round(v, 2), count[k]) for k, v in total.items()), key=lambda x: -x[1])
 
 
-def measure(variant: dict, hosts: int, tags: str | None, scratch: Path) -> dict:
+def parse_hosts(text: str) -> list[int]:
+    """"1" or "1,4,8": fleet sizes, each at least 1, in the order given."""
+    sizes = [int(part) for part in text.split(",") if part.strip()]
+    if not sizes or any(n < 1 for n in sizes):
+        raise argparse.ArgumentTypeError(f"--hosts {text!r}: one or more fleet sizes of at least 1, comma-separated")
+    return sizes
+
+
+def measure(variant: dict, hosts: int, tags: str | None, scratch: Path, prefix: str = "") -> dict:
     cwd = worktree(variant["ref"]) if variant["ref"] else REPO
     print(f"[bench] {variant['label']}: {hosts} fresh host(s), first converge", flush=True)
     subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-m", "labbox", "up", "--hosts", str(hosts), "--fresh"],
                    cwd=REPO, check=True, capture_output=True)
-    first = profiled_converge(cwd, tags, variant["env"], scratch / f"{variant['label']}-first.jsonl")
+    name = f"{variant['label']}{prefix}"
+    first = profiled_converge(cwd, tags, variant["env"], scratch / f"{name}-first.jsonl")
     print(f"[bench] {variant['label']}: first {first['wall_s']} s (rc {first['rc']}); no-change re-run", flush=True)
-    rerun = profiled_converge(cwd, tags, variant["env"], scratch / f"{variant['label']}-rerun.jsonl")
+    rerun = profiled_converge(cwd, tags, variant["env"], scratch / f"{name}-rerun.jsonl")
     print(f"[bench] {variant['label']}: re-run {rerun['wall_s']} s, changed={rerun['changed']}", flush=True)
     base = first["wall_without_image_build_s"]
     return {**variant, "hosts": hosts, "tags": tags or "all", "first": first, "rerun": rerun,
@@ -145,14 +159,32 @@ def markdown(results: list[dict], top: int) -> str:
                      f"{f['wall_without_image_build_s']} | {s['wall_s']} | {r['rerun_over_first']} | {s['changed']} | "
                      f"{s['host_tasks']} | {s['controller_cpu_s']} | {s['machine_cpu_s']} | "
                      f"{s['machine_cpu_ms_per_host_task']} |")
+    lines += scaling(results)
     for r in results:
-        lines += ["", f"### {r['label']}: the re-run's slowest tasks (all hosts)", "",
+        lines += ["", f"### {r['label']}, {r['hosts']} host(s): the re-run's slowest tasks (all hosts)", "",
                   "| role | task | action | results | seconds |", "|---|---|---|---:|---:|"]
         rows = r["rerun"]["tasks"]
         for key, seconds, count in by_key(rows, lambda x: "\x00".join((x["role"], x["task"], x["action"])))[:top]:
             role, task, action = key.split("\x00")
             lines.append(f"| {role or '-'} | {task.replace('|', '/')} | {action} | {count} | {seconds} |")
     return "\n".join(lines) + "\n"
+
+
+def scaling(results: list[dict]) -> list[str]:
+    """Each variant's re-run on every fleet size over its re-run on the smallest (several sizes only)."""
+    sizes = sorted({r["hosts"] for r in results})
+    if len(sizes) < 2:
+        return []
+    lines = ["", "### How the no-change re-run scales (same bench run)", "",
+             "| variant | " + " | ".join(f"{n} host(s) (s)" for n in sizes) + " | "
+             + " | ".join(f"{n} / {sizes[0]}" for n in sizes[1:]) + " |",
+             "|---|" + "---:|" * (2 * len(sizes) - 1)]
+    for label in dict.fromkeys(r["label"] for r in results):
+        wall = {r["hosts"]: r["rerun"]["wall_s"] for r in results if r["label"] == label}
+        base = wall.get(sizes[0])
+        lines.append(f"| {label} | " + " | ".join(str(wall.get(n, "-")) for n in sizes) + " | "
+                     + " | ".join(f"{wall[n] / base:.2f}x" if base and n in wall else "-" for n in sizes[1:]) + " |")
+    return lines
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -166,7 +198,7 @@ def plot(results: list[dict], path: Path) -> None:
     for i, res in enumerate(results):
         per_role = dict((k, v) for k, v, _ in by_key(res["rerun"]["tasks"], lambda x: x["role"] or "(play)"))
         ax.barh([j + i * height for j in range(len(roles))], [per_role.get(role, 0) for role in roles],
-                height=height, label=f"{res['label']} ({res['rerun']['wall_s']} s)")
+                height=height, label=f"{res['label']}, {res['hosts']} host(s) ({res['rerun']['wall_s']} s)")
     ax.set_yticks([j + height * (len(results) - 1) / 2 for j in range(len(roles))], roles)
     ax.set_xlabel("seconds in the no-change re-run (summed over hosts)")
     ax.legend()
@@ -178,7 +210,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variant", action="append", default=[],
                     help="label[@git-ref][:ENV=VALUE,...]; repeat for side-by-side variants (default: one, 'now')")
-    ap.add_argument("--hosts", type=int, default=1)
+    ap.add_argument("--hosts", type=parse_hosts, default=[1], help="fleet size(s): 1, or 1,8 (default 1)")
     ap.add_argument("--tags", default=None, help="site.yml --tags (default: the whole site)")
     ap.add_argument("--top", type=int, default=15, help="slowest re-run tasks listed per variant")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "rerun"))
@@ -187,7 +219,9 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = out.parent / f"{out.name}-profiles"
     scratch.mkdir(exist_ok=True)
-    results = [measure(parse_variant(v), args.hosts, args.tags, scratch) for v in args.variant or ["now"]]
+    several = len(args.hosts) > 1
+    results = [measure(parse_variant(v), n, args.tags, scratch, f"-{n}h" if several else "")
+               for n in args.hosts for v in args.variant or ["now"]]
     out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     out.with_suffix(".md").write_text(markdown(results, args.top))
     plot(results, out.with_suffix(".png"))
