@@ -16,6 +16,12 @@ adds its folder, which empties Ansible's cache), and those of the collections
 in WARM_COLLECTIONS; a worker then finds them loaded (sys.modules and the
 loaders' caches are inherited through fork).
 
+mitogen's own _queue_task looks up the task's module, action and connection
+plugins before every fork, so that the worker inherits warm caches: once per
+host and task, each lookup building a new mixin class for the action. Here it
+does so once per action and connection, again only when a loader's cache has
+been emptied since (a role adding its plugin folder does that).
+
 Two more costs of every worker move to the main process, or to once a run:
 
 - Before each module of a collection, mitogen lists every installed collection
@@ -49,7 +55,9 @@ import pkgutil
 from typing import Any
 
 import ansible_mitogen.affinity as mitogen_affinity
+import ansible_mitogen.loaders as mitogen_loaders
 import ansible_mitogen.planner as mitogen_planner
+import ansible_mitogen.strategy as mitogen_strategy
 from ansible.errors import AnsibleError
 from ansible.collections.list import list_collection_dirs
 from ansible.plugins.loader import filter_loader, test_loader
@@ -130,9 +138,23 @@ def choose_cpu_pinning() -> None:
         mitogen_affinity.policy = mitogen_affinity.Policy()
 
 
+def plugin_caches() -> tuple:
+    """The caches mitogen's warm-up fills. Ansible replaces a loader's path cache with a new one when
+    it empties it (OLD_PLUGIN_CACHE_CLEARING keeps it, and its content); the objects themselves are
+    kept here, so a new cache never passes for an old one."""
+    return tuple(loader._plugin_path_cache for loader in (mitogen_loaders.module_loader,
+                                                          mitogen_loaders.action_loader,
+                                                          mitogen_loaders.connection_loader))
+
+
+def same_caches(warmed: tuple, now: tuple) -> bool:
+    return all(then is cache for then, cache in zip(warmed, now))
+
+
 class StrategyModule(MitogenLinear):
     def run(self, iterator: Any, play_context: Any) -> Any:
         choose_cpu_pinning()
+        self._plugins_warmed: dict[tuple, tuple] = {}
         for collection in WARM_COLLECTIONS:
             warm_collection_filters(collection)
         collection_dirs()
@@ -143,4 +165,10 @@ class StrategyModule(MitogenLinear):
 
     def _queue_task(self, host: Any, task: Any, task_vars: Any, play_context: Any) -> Any:
         warm_jinja_plugins()
-        return super()._queue_task(host, task, task_vars, play_context)
+        key = (task.action, play_context.connection)
+        if key in self._plugins_warmed and same_caches(self._plugins_warmed[key], plugin_caches()):
+            # what mitogen's _queue_task does after its lookups: Ansible's own
+            return super(mitogen_strategy.StrategyMixin, self)._queue_task(host, task, task_vars, play_context)
+        result = super()._queue_task(host, task, task_vars, play_context)
+        self._plugins_warmed[key] = plugin_caches()
+        return result

@@ -154,3 +154,92 @@ def test_a_pinning_choice_off_its_list_is_refused_by_name_value_and_rule(tmp_pat
     run = run_probe_play(tmp_path, "mitogen_linear", EFFDET_MITOGEN_CPU_PINNING="sometimes")
     assert run.returncode != 0
     assert "EFFDET_MITOGEN_CPU_PINNING='sometimes' breaks its rule: one of auto, mitogen, off" in run.stdout + run.stderr
+
+
+COUNTER = '''
+import ansible_mitogen.loaders
+from ansible.plugins.callback import CallbackBase
+
+
+class CallbackModule(CallbackBase):
+    """Counts, in the main process, mitogen's module lookups before a fork (find_plugin with mod_type='')."""
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "aggregate"
+    CALLBACK_NAME = "count_warmups"
+    CALLBACK_NEEDS_ENABLED = True
+
+    def v2_playbook_on_start(self, playbook):
+        loader = ansible_mitogen.loaders.module_loader
+        original = loader.find_plugin
+        self.count = 0
+
+        def counted(*args, **kwargs):
+            if kwargs.get("mod_type") == "":
+                self.count += 1
+            return original(*args, **kwargs)
+        loader.find_plugin = counted
+
+    def v2_playbook_on_stats(self, stats):
+        print("WARMUPS %d" % self.count)
+'''
+
+FLEET_PLAY = """---
+- hosts: fleet
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: One
+      ansible.builtin.debug:
+        msg: "one {{ inventory_hostname }}"
+    - name: Two
+      ansible.builtin.set_fact:
+        probe_two: "{{ inventory_hostname }}"
+    - name: Three
+      ansible.builtin.debug:
+        msg: "three {{ probe_two }}"
+"""
+
+
+def warmups(tmp_path: Path, strategy_plugins: str) -> tuple[int, list[str]]:
+    (tmp_path / "callbacks").mkdir(exist_ok=True)
+    (tmp_path / "callbacks" / "count_warmups.py").write_text(COUNTER)
+    (tmp_path / "fleet.yml").write_text(FLEET_PLAY)
+    (tmp_path / "hosts.ini").write_text("[fleet]\nh1\nh2\nh3\nh4\n\n[fleet:vars]\nansible_python_interpreter=" +
+                                        str(REPO / ".venv" / "bin" / "python") + "\n")
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_STRATEGY": "mitogen_linear",
+           "ANSIBLE_STRATEGY_PLUGINS": strategy_plugins, "ANSIBLE_NOCOLOR": "1",
+           "ANSIBLE_CALLBACK_PLUGINS": str(tmp_path / "callbacks"), "ANSIBLE_CALLBACKS_ENABLED": "count_warmups"}
+    run = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", str(tmp_path / "hosts.ini"), str(tmp_path / "fleet.yml")],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    said_lines = sorted(line.strip() for line in run.stdout.splitlines() if '"msg":' in line or "msg:" in line)
+    return int(run.stdout.split("WARMUPS ", 1)[1].split()[0]), said_lines
+
+
+@pytest.mark.skipif(not ANSIBLE_PLAYBOOK.exists(), reason="needs the project's venv (make venv)")
+def test_the_plugins_are_looked_up_once_per_action_not_per_host(tmp_path):
+    """mitogen looks up the task's plugins before each of the 12 forks (4 hosts, 3 tasks); the shim once
+    per action (debug, set_fact) while the loaders' caches stay; the tasks say the same either way."""
+    import ansible_mitogen
+    upstream = str(Path(ansible_mitogen.__file__).parent / "plugins" / "strategy")
+    ours, ours_said = warmups(tmp_path, str(REPO / "plugins" / "strategy"))
+    theirs, theirs_said = warmups(tmp_path, upstream)
+    assert theirs == 12
+    assert ours == 2
+    assert ours_said == theirs_said and len(ours_said) == 8
+
+
+def test_a_loader_cache_emptied_since_counts_as_cold(tmp_path):
+    """The shim skips mitogen's lookups only while the caches they filled are still the loaders' own:
+    a role adding its plugin folder replaces the action loader's cache (this ansible-core)."""
+    import importlib.util
+
+    import ansible_mitogen.loaders
+    spec = importlib.util.spec_from_file_location("shim_for_test", REPO / "plugins" / "strategy" / "mitogen_linear.py")
+    shim = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shim)
+    warmed = shim.plugin_caches()
+    assert shim.same_caches(warmed, shim.plugin_caches())
+    (tmp_path / "action_plugins").mkdir()
+    ansible_mitogen.loaders.action_loader.add_directory(str(tmp_path / "action_plugins"))
+    assert not shim.same_caches(warmed, shim.plugin_caches())
