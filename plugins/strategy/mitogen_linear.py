@@ -41,7 +41,7 @@ connection multiplexer to CPU 0 and, below 4 CPUs, the top-level process and
 every worker (and the ssh clients they start) together on the CPUs left, which
 on a 2-CPU controller is CPU 1 alone: the main process, which forks a worker
 per task and host one after the other, then waits behind the workers it just
-forked, and the controller uses about 1.2 of its 2 CPUs (bench/, 8 hosts, the
+forked, and the controller uses about 1.2 of its 2 CPUs (by hand, 8 hosts, the
 host layer's no-change re-run: 34.6 s pinned, 22.4 s not). From 4 CPUs up
 mitogen keeps a CPU for the top-level process, and its policy stays.
 EFFDET_MITOGEN_CPU_PINNING: "auto" (the above), "mitogen" (always mitogen's
