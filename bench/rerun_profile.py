@@ -133,12 +133,12 @@ def parse_hosts(text: str) -> list[int]:
     return sizes
 
 
-def measure(variant: dict, hosts: int, tags: str | None, scratch: Path, prefix: str = "") -> dict:
+def measure(variant: dict, hosts: int, tags: str | None, scratch: Path, suffix: str = "") -> dict:
     cwd = worktree(variant["ref"]) if variant["ref"] else REPO
     print(f"[bench] {variant['label']}: {hosts} fresh host(s), first converge", flush=True)
     subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-m", "labbox", "up", "--hosts", str(hosts), "--fresh"],
                    cwd=REPO, check=True, capture_output=True)
-    name = f"{variant['label']}{prefix}"
+    name = f"{variant['label']}{suffix}"
     first = profiled_converge(cwd, tags, variant["env"], scratch / f"{name}-first.jsonl")
     print(f"[bench] {variant['label']}: first {first['wall_s']} s (rc {first['rc']}); no-change re-run", flush=True)
     rerun = profiled_converge(cwd, tags, variant["env"], scratch / f"{name}-rerun.jsonl")
