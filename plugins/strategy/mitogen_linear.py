@@ -35,6 +35,12 @@ Two more costs of every worker move to the main process, or to once a run:
   says what the key holds and how the folder is guarded;
   EFFDET_JINJA_CODE_CACHE=off turns it off).
 
+A task that a host skips (its `when` is false, or its loop has no items) is
+skipped in the main process, without a worker: plugin_utils/skip_in_main.py
+says how and which tasks; EFFDET_SKIP_IN_MAIN=off turns it off. A third of the
+host layer's tasks on a no-change re-run, and 14 % of its machine CPU on 8
+hosts (by hand, 27.1 s against 31.5 s, the mean of three runs each).
+
 And the controller's processes are left to the kernel's scheduler where
 mitogen's CPU pinning would put them all on one CPU. mitogen pins its
 connection multiplexer to CPU 0 and, below 4 CPUs, the top-level process and
@@ -65,9 +71,9 @@ from ansible.utils.display import Display
 from ansible_mitogen.plugins.strategy.mitogen_linear import StrategyModule as MitogenLinear
 
 try:
-    from ansible_collections.effdet_lab.lab.plugins.plugin_utils import jinja_code_cache
-except ImportError:     # the collection is not on the collections path: compile as Ansible does
-    jinja_code_cache = None
+    from ansible_collections.effdet_lab.lab.plugins.plugin_utils import jinja_code_cache, skip_in_main
+except ImportError:     # the collection is not on the collections path: compile and skip as Ansible does
+    jinja_code_cache = skip_in_main = None
 
 # The collection whose filters the roles call by their full name (this one).
 WARM_COLLECTIONS = ("effdet_lab.lab",)
@@ -154,6 +160,7 @@ def same_caches(warmed: tuple, now: tuple) -> bool:
 class StrategyModule(MitogenLinear):
     def run(self, iterator: Any, play_context: Any) -> Any:
         choose_cpu_pinning()
+        self._skip_in_main = skip_in_main is not None and skip_in_main.switch()
         self._plugins_warmed: dict[tuple, tuple] = {}
         for collection in WARM_COLLECTIONS:
             warm_collection_filters(collection)
@@ -164,6 +171,9 @@ class StrategyModule(MitogenLinear):
         return super().run(iterator, play_context)
 
     def _queue_task(self, host: Any, task: Any, task_vars: Any, play_context: Any) -> Any:
+        if self._skip_in_main and skip_in_main.eligible(task) and self._skipped_here(host, task, task_vars,
+                                                                                     play_context):
+            return None
         warm_jinja_plugins()
         key = (task.action, play_context.connection)
         if key in self._plugins_warmed and same_caches(self._plugins_warmed[key], plugin_caches()):
@@ -172,3 +182,18 @@ class StrategyModule(MitogenLinear):
         result = super()._queue_task(host, task, task_vars, play_context)
         self._plugins_warmed[key] = plugin_caches()
         return result
+
+    def _skipped_here(self, host: Any, task: Any, task_vars: Any, play_context: Any) -> bool:
+        """Skip the task for this host in the main process where the host skips it (skip_in_main): what
+        Ansible's _queue_task records and sends for a worker it starts, then the result that worker would
+        have sent, through the same queue."""
+        result = skip_in_main.skipped_result(host, task, task_vars, play_context, self._loader, self._final_q,
+                                             self._variable_manager)
+        if result is None:
+            return False
+        self._queued_task_cache[(host.name, task._uuid)] = {
+            "host": host, "task": task, "task_vars": task_vars, "play_context": play_context}
+        self._tqm.send_callback("v2_runner_on_start", host, task)
+        self._final_q.send_task_result(result)
+        self._pending_results += 1
+        return True

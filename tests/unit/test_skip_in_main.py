@@ -1,0 +1,204 @@
+"""plugins/plugin_utils/skip_in_main.py, through the strategy shim: a task that a host skips (a false `when`,
+a loop with no items) is skipped in the controller's main process, and every task reports what it reports
+with the shim's skipping off (EFFDET_SKIP_IN_MAIN=off, a worker per host and task as in Ansible).
+
+A callback records every result, and a filter records the process each `when` is worked out in."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
+
+pytestmark = pytest.mark.skipif(not ANSIBLE_PLAYBOOK.exists(), reason="needs the project's venv (make venv)")
+
+RECORDER = '''
+import json
+import os
+
+from ansible.plugins.callback import CallbackBase
+
+
+class CallbackModule(CallbackBase):
+    """Every result, one JSON line each, and the main process's pid."""
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "aggregate"
+    CALLBACK_NAME = "record_results"
+    CALLBACK_NEEDS_ENABLED = True
+
+    def _write(self, status, result):
+        with open(os.environ["RECORD_RESULTS"], "a") as out:
+            out.write(json.dumps({"task": result._task.get_name(), "host": result._host.get_name(),
+                                  "status": status, "result": result._result}, default=str, sort_keys=True) + "\\n")
+
+    def v2_playbook_on_start(self, playbook):
+        with open(os.environ["RECORD_RESULTS"] + ".main", "w") as out:
+            out.write(str(os.getpid()))
+
+    def v2_runner_on_ok(self, result):
+        self._write("ok", result)
+
+    def v2_runner_on_failed(self, result, ignore_errors=False):
+        self._write("failed", result)
+
+    def v2_runner_on_skipped(self, result):
+        self._write("skipped", result)
+'''
+
+WHERE = '''
+import os
+
+
+def worked_out_in(value, label):
+    """The `when` itself (value), after noting the process that evaluates it."""
+    with open(os.environ["RECORD_RESULTS"] + ".where", "a") as out:
+        out.write("%s %d\\n" % (label, os.getpid()))
+    return value
+
+
+class FilterModule:
+    def filters(self):
+        return {"worked_out_in": worked_out_in}
+'''
+
+PLAY = """---
+- hosts: fleet
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: A false when
+      ansible.builtin.debug:
+        msg: never
+      when: false | worked_out_in('false')
+    - name: A when that holds on some hosts
+      ansible.builtin.debug:
+        msg: "runs on {{ inventory_hostname }}"
+      when: (probe_runs | bool) | worked_out_in('some')
+    - name: A when on an undefined variable
+      ansible.builtin.debug:
+        msg: never
+      when: probe_not_defined_anywhere | bool
+      ignore_errors: true
+    - name: A loop with no items
+      ansible.builtin.debug:
+        msg: "{{ item }}"
+      loop: "{{ [] }}"
+    - name: A loop whose items each skip
+      ansible.builtin.debug:
+        msg: "{{ item }}"
+      loop: [1, 2]
+      when: item > 5
+    - name: A loop on an undefined variable, skipped by its when
+      ansible.builtin.debug:
+        msg: "{{ item }}"
+      loop: "{{ probe_no_such_list }}"
+      when: false
+    - name: A secret, skipped
+      ansible.builtin.debug:
+        msg: secret
+      no_log: true
+      when: not (probe_runs | bool)
+      register: probe_secret
+    - name: What the skipped secret registered
+      ansible.builtin.debug:
+        var: probe_secret
+    - name: An include, skipped
+      ansible.builtin.include_tasks: never.yml
+      when: false
+    - name: Delegated, skipped (always a worker)
+      ansible.builtin.debug:
+        msg: never
+      delegate_to: h1
+      when: false
+    - name: A when with a lookup (always a worker)
+      ansible.builtin.debug:
+        msg: never
+      when: lookup('ansible.builtin.env', 'PROBE_UNSET_VARIABLE') | length > 0
+    - name: A fact for the next when
+      ansible.builtin.set_fact:
+        probe_fact: "{{ inventory_hostname == 'h2' }}"
+    - name: A when on a fact set in this run
+      ansible.builtin.debug:
+        msg: "fact on {{ inventory_hostname }}"
+      when: probe_fact | bool
+"""
+
+HOSTS = "[fleet]\nh1 probe_runs=true\nh2 probe_runs=false\nh3 probe_runs=false\n\n[fleet:vars]\n" \
+        "ansible_python_interpreter=" + str(REPO / ".venv" / "bin" / "python") + "\n"
+
+
+def run_play(tmp_path: Path, switch: str, play: str = PLAY) -> tuple[subprocess.CompletedProcess, Path]:
+    run_dir = tmp_path / switch
+    (run_dir / "callbacks").mkdir(parents=True, exist_ok=True)
+    (run_dir / "filters").mkdir(exist_ok=True)
+    (run_dir / "callbacks" / "record_results.py").write_text(RECORDER)
+    (run_dir / "filters" / "where.py").write_text(WHERE)
+    (run_dir / "play.yml").write_text(play)
+    (run_dir / "never.yml").write_text("---\n- name: Never\n  ansible.builtin.fail:\n")
+    (run_dir / "hosts.ini").write_text(HOSTS)
+    record = run_dir / "results.jsonl"
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+           "ANSIBLE_CALLBACK_PLUGINS": str(run_dir / "callbacks"), "ANSIBLE_CALLBACKS_ENABLED": "record_results",
+           "ANSIBLE_FILTER_PLUGINS": str(run_dir / "filters"), "RECORD_RESULTS": str(record),
+           "EFFDET_SKIP_IN_MAIN": switch}
+    run = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", str(run_dir / "hosts.ini"), str(run_dir / "play.yml")],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    return run, record
+
+
+def results(record: Path) -> list[dict]:
+    return sorted((json.loads(line) for line in record.read_text().splitlines()),
+                  key=lambda r: (r["task"], r["host"]))
+
+
+def where(record: Path) -> tuple[int, dict[str, list[int]]]:
+    """The main process's pid, and each labelled `when`'s pids, one per evaluation."""
+    main = int(Path(str(record) + ".main").read_text())
+    pids: dict[str, list[int]] = {}
+    for line in Path(str(record) + ".where").read_text().splitlines():
+        label, pid = line.split()
+        pids.setdefault(label, []).append(int(pid))
+    return main, pids
+
+
+def test_every_task_reports_what_it_reports_with_a_worker_per_task(tmp_path):
+    on, on_record = run_play(tmp_path, "on")
+    off, off_record = run_play(tmp_path, "off")
+    assert on.returncode == 0, on.stdout[-3000:] + on.stderr[-3000:]
+    assert off.returncode == 0, off.stdout[-3000:] + off.stderr[-3000:]
+    assert results(on_record) == results(off_record)
+    by_task = {(r["task"], r["host"]): r for r in results(on_record)}
+    assert by_task[("A false when", "h1")]["status"] == "skipped"
+    assert by_task[("A loop with no items", "h2")]["result"]["skipped_reason"] == "No items in the list"
+    assert by_task[("A when on an undefined variable", "h3")]["status"] == "failed"
+    assert by_task[("A secret, skipped", "h1")]["status"] == "skipped"
+    assert by_task[("A secret, skipped", "h1")]["result"]["censored"].startswith("the output has been hidden")
+    assert by_task[("What the skipped secret registered", "h1")]["result"]["probe_secret"]["skipped"] is True
+    assert [h for (t, h), r in by_task.items() if t == "A when on a fact set in this run" and r["status"] == "ok"] \
+        == ["h2"]
+    assert on.stdout.split("PLAY RECAP", 1)[1] == off.stdout.split("PLAY RECAP", 1)[1]
+
+
+def test_a_false_when_is_worked_out_in_the_main_process_a_true_one_again_in_a_worker(tmp_path):
+    on, on_record = run_play(tmp_path, "on")
+    assert on.returncode == 0, on.stdout[-3000:] + on.stderr[-3000:]
+    main, pids = where(on_record)
+    assert pids["false"] == [main] * 3                  # three hosts, no worker
+    assert sorted(pid == main for pid in pids["some"]) == [False, True, True, True]   # h1's also in its worker
+
+    off, off_record = run_play(tmp_path, "off")
+    assert off.returncode == 0, off.stdout[-3000:] + off.stderr[-3000:]
+    main, pids = where(off_record)
+    assert main not in pids["false"] and len(set(pids["false"])) == 3
+    assert main not in pids["some"] and len(pids["some"]) == 3
+
+
+def test_a_switch_off_its_list_is_refused_by_name_value_and_rule(tmp_path):
+    run, _ = run_play(tmp_path, "maybe")
+    assert run.returncode != 0
+    assert "EFFDET_SKIP_IN_MAIN = 'maybe' breaks the rule: one of on, off" in run.stdout + run.stderr
