@@ -138,8 +138,9 @@ def cache_key(env: Any, text: str, kind: str, name: str | None, filename: str | 
     return digest.hexdigest()
 
 
-def read(path: str) -> types.CodeType | None:
-    """The cached code, or None (absent, not a regular file of this user, or unreadable)."""
+def read_bytes(path: str) -> bytes | None:
+    """The file's bytes, or None (absent, not a regular file of this user, writable by others, or unreadable).
+    A link is not followed."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
@@ -149,28 +150,48 @@ def read(path: str) -> types.CodeType | None:
         if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
             return None
         with os.fdopen(fd, "rb", closefd=False) as fh:
-            code = marshal.loads(fh.read())
-    except (OSError, EOFError, ValueError, TypeError):
+            return fh.read()
+    except OSError:
         return None
     finally:
         os.close(fd)
-    return code if isinstance(code, types.CodeType) else None
 
 
-def write(folder: str, path: str, code: types.CodeType) -> None:
+def write_bytes(folder: str, path: str, data: bytes) -> None:
+    """Write atomically: a temporary file in the folder, then a rename (writers may race; one wins whole)."""
     try:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
     except OSError:
         return
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(marshal.dumps(code))
+            fh.write(data)
         os.replace(tmp, path)
-    except (OSError, ValueError):
+    except OSError:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+
+
+def read(path: str) -> types.CodeType | None:
+    """The cached code, or None (see read_bytes; or not code)."""
+    data = read_bytes(path)
+    if data is None:
+        return None
+    try:
+        code = marshal.loads(data)
+    except (EOFError, ValueError, TypeError):
+        return None
+    return code if isinstance(code, types.CodeType) else None
+
+
+def write(folder: str, path: str, code: types.CodeType) -> None:
+    try:
+        data = marshal.dumps(code)
+    except ValueError:
+        return
+    write_bytes(folder, path, data)
 
 
 def _cached_compile(original: Callable[..., Any]) -> Callable[..., Any]:

@@ -41,6 +41,12 @@ says how and which tasks; EFFDET_SKIP_IN_MAIN=off turns it off. A third of the
 host layer's tasks on a no-change re-run, and 14 % of its machine CPU on 8
 hosts (by hand, 27.1 s against 31.5 s, the mean of three runs each).
 
+What mitogen's connection multiplexer works out for each Python module it
+sends to the hosts (the module compressed, the modules it imports, the
+module_utils an Ansible module needs) is kept on disk between runs
+(plugin_utils/mitogen_module_cache.py, which says what the key holds and what a
+hit checks; EFFDET_MITOGEN_MODULE_CACHE=off turns it off).
+
 And the controller's processes are left to the kernel's scheduler where
 mitogen's CPU pinning would put them all on one CPU. mitogen pins its
 connection multiplexer to CPU 0 and, below 4 CPUs, the top-level process and
@@ -71,9 +77,10 @@ from ansible.utils.display import Display
 from ansible_mitogen.plugins.strategy.mitogen_linear import StrategyModule as MitogenLinear
 
 try:
-    from ansible_collections.effdet_lab.lab.plugins.plugin_utils import jinja_code_cache, skip_in_main
+    from ansible_collections.effdet_lab.lab.plugins.plugin_utils import (jinja_code_cache, mitogen_module_cache,
+                                                                         skip_in_main)
 except ImportError:     # the collection is not on the collections path: compile and skip as Ansible does
-    jinja_code_cache = skip_in_main = None
+    jinja_code_cache = mitogen_module_cache = skip_in_main = None
 
 # The collection whose filters the roles call by their full name (this one).
 WARM_COLLECTIONS = ("effdet_lab.lab",)
@@ -168,6 +175,8 @@ class StrategyModule(MitogenLinear):
         mitogen_planner._load_collections = load_collections_once
         if jinja_code_cache is not None:
             jinja_code_cache.install(warn=Display().warning)
+        if mitogen_module_cache is not None:
+            mitogen_module_cache.install(warn=Display().warning)
         return super().run(iterator, play_context)
 
     def _queue_task(self, host: Any, task: Any, task_vars: Any, play_context: Any) -> Any:
