@@ -35,11 +35,10 @@ Two more costs of every worker move to the main process, or to once a run:
   says what the key holds and how the folder is guarded;
   EFFDET_JINJA_CODE_CACHE=off turns it off).
 
-A task that a host skips (its `when` is false, or its loop has no items) is
-skipped in the main process, without a worker: plugin_utils/skip_in_main.py
-says how and which tasks; EFFDET_SKIP_IN_MAIN=off turns it off. A third of the
-host layer's tasks on a no-change re-run, and 14 % of its machine CPU on 8
-hosts (by hand, 27.1 s against 31.5 s, the mean of three runs each).
+Tasks that never reach the host (a host skips them, or their action runs on
+the controller only: assert, debug, fail, set_fact, ...) run in the main
+process, without a worker: plugin_utils/in_main.py says how and which;
+EFFDET_IN_MAIN=off turns it off.
 
 What mitogen's connection multiplexer works out for each Python module it
 sends to the hosts (the module compressed, the modules it imports, the
@@ -78,9 +77,9 @@ from ansible_mitogen.plugins.strategy.mitogen_linear import StrategyModule as Mi
 
 try:
     from ansible_collections.effdet_lab.lab.plugins.plugin_utils import (jinja_code_cache, mitogen_module_cache,
-                                                                         skip_in_main)
-except ImportError:     # the collection is not on the collections path: compile and skip as Ansible does
-    jinja_code_cache = mitogen_module_cache = skip_in_main = None
+                                                                         in_main)
+except ImportError:     # the collection is not on the collections path: compile and fork as Ansible does
+    jinja_code_cache = mitogen_module_cache = in_main = None
 
 # The collection whose filters the roles call by their full name (this one).
 WARM_COLLECTIONS = ("effdet_lab.lab",)
@@ -167,7 +166,7 @@ def same_caches(warmed: tuple, now: tuple) -> bool:
 class StrategyModule(MitogenLinear):
     def run(self, iterator: Any, play_context: Any) -> Any:
         choose_cpu_pinning()
-        self._skip_in_main = skip_in_main is not None and skip_in_main.switch()
+        self._in_main = in_main is not None and in_main.switch()
         self._plugins_warmed: dict[tuple, tuple] = {}
         for collection in WARM_COLLECTIONS:
             warm_collection_filters(collection)
@@ -180,8 +179,7 @@ class StrategyModule(MitogenLinear):
         return super().run(iterator, play_context)
 
     def _queue_task(self, host: Any, task: Any, task_vars: Any, play_context: Any) -> Any:
-        if self._skip_in_main and skip_in_main.eligible(task) and self._skipped_here(host, task, task_vars,
-                                                                                     play_context):
+        if self._in_main and self._done_in_main(host, task, task_vars, play_context):
             return None
         warm_jinja_plugins()
         key = (task.action, play_context.connection)
@@ -192,17 +190,31 @@ class StrategyModule(MitogenLinear):
         self._plugins_warmed[key] = plugin_caches()
         return result
 
-    def _skipped_here(self, host: Any, task: Any, task_vars: Any, play_context: Any) -> bool:
-        """Skip the task for this host in the main process where the host skips it (skip_in_main): what
+    def _done_in_main(self, host: Any, task: Any, task_vars: Any, play_context: Any) -> bool:
+        """Run the task for this host in the main process where it never reaches the host (in_main): what
         Ansible's _queue_task records and sends for a worker it starts, then the result that worker would
-        have sent, through the same queue."""
-        result = skip_in_main.skipped_result(host, task, task_vars, play_context, self._loader, self._final_q,
-                                             self._variable_manager)
-        if result is None:
+        have sent, through the same queue. False: it goes to a worker."""
+        if in_main.run_here(task):
+            deliver = in_main.run_result
+        elif in_main.skip_here(task):
+            deliver = in_main.skipped_result
+        else:
             return False
-        self._queued_task_cache[(host.name, task._uuid)] = {
-            "host": host, "task": task, "task_vars": task_vars, "play_context": play_context}
-        self._tqm.send_callback("v2_runner_on_start", host, task)
+        key = (host.name, task._uuid)
+        self._queued_task_cache[key] = {"host": host, "task": task, "task_vars": task_vars,
+                                        "play_context": play_context}
+        if deliver is in_main.skipped_result:
+            result = deliver(host, task, task_vars, play_context, self._loader, self._final_q,
+                             self._variable_manager)
+            if result is None:
+                del self._queued_task_cache[key]
+                return False
+            self._tqm.send_callback("v2_runner_on_start", host, task)
+        else:   # the start first: a loop sends its items' callbacks while it runs
+            self._tqm.send_callback("v2_runner_on_start", host, task)
+            result = deliver(host, task, task_vars, play_context, self._loader, self._final_q,
+                             self._variable_manager)
         self._final_q.send_task_result(result)
         self._pending_results += 1
         return True
+

@@ -17,6 +17,9 @@ OURS = "ansible_collections.effdet_lab.lab.plugins.filter.slurm_cluster"
 # Ansible's own test plugins (the template below calls none): loaded in the worker only if the
 # parent did. (Its filters cannot tell: resolving the probe filter loads every filter file.)
 BUILTIN = "ansible.plugins.test."
+# The probes' tasks (debug, set_fact) never reach the host, so the shim would run them in the main process
+# (plugin_utils/in_main.py, tests/unit/test_in_main.py); these tests are about the workers.
+WORKERS = {"EFFDET_IN_MAIN": "off"}
 
 PROBE = f'''
 import sys
@@ -79,7 +82,7 @@ def run_probe_play(tmp_path: Path, strategy: str, **env_extra: str) -> subproces
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_STRATEGY": strategy,
            "ANSIBLE_FILTER_PLUGINS": str(tmp_path / "filters"), "ANSIBLE_NOCOLOR": "1",
            "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default", "ANSIBLE_CALLBACK_RESULT_FORMAT": "json",
-           **env_extra}
+           **WORKERS, **env_extra}
     return subprocess.run([str(ANSIBLE_PLAYBOOK), str(tmp_path / "play.yml")], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=120)
 
@@ -208,7 +211,8 @@ def warmups(tmp_path: Path, strategy_plugins: str) -> tuple[int, list[str]]:
                                         str(REPO / ".venv" / "bin" / "python") + "\n")
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_STRATEGY": "mitogen_linear",
            "ANSIBLE_STRATEGY_PLUGINS": strategy_plugins, "ANSIBLE_NOCOLOR": "1",
-           "ANSIBLE_CALLBACK_PLUGINS": str(tmp_path / "callbacks"), "ANSIBLE_CALLBACKS_ENABLED": "count_warmups"}
+           "ANSIBLE_CALLBACK_PLUGINS": str(tmp_path / "callbacks"), "ANSIBLE_CALLBACKS_ENABLED": "count_warmups",
+           **WORKERS}
     run = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", str(tmp_path / "hosts.ini"), str(tmp_path / "fleet.yml")],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

@@ -1,8 +1,8 @@
-"""plugins/plugin_utils/skip_in_main.py, through the strategy shim: a task that a host skips (a false `when`,
-a loop with no items) is skipped in the controller's main process, and every task reports what it reports
-with the shim's skipping off (EFFDET_SKIP_IN_MAIN=off, a worker per host and task as in Ansible).
+"""plugins/plugin_utils/in_main.py, through the strategy shim: a task that never reaches the host (a host skips
+it, or its action runs on the controller only) runs in the controller's main process, and every task reports
+what it reports with that off (EFFDET_IN_MAIN=off, a worker per host and task as in Ansible).
 
-A callback records every result, and a filter records the process each `when` is worked out in."""
+A callback records every result and loop item, and a filter records the process a template is rendered in."""
 from __future__ import annotations
 
 import json
@@ -48,6 +48,15 @@ class CallbackModule(CallbackBase):
 
     def v2_runner_on_skipped(self, result):
         self._write("skipped", result)
+
+    def v2_runner_item_on_ok(self, result):
+        self._write("item ok", result)
+
+    def v2_runner_item_on_failed(self, result):
+        self._write("item failed", result)
+
+    def v2_runner_item_on_skipped(self, result):
+        self._write("item skipped", result)
 '''
 
 WHERE = '''
@@ -75,9 +84,8 @@ PLAY = """---
       ansible.builtin.debug:
         msg: never
       when: false | worked_out_in('false')
-    - name: A when that holds on some hosts
-      ansible.builtin.debug:
-        msg: "runs on {{ inventory_hostname }}"
+    - name: A when that holds on some hosts (a module, run on the host)
+      ansible.builtin.ping:
       when: (probe_runs | bool) | worked_out_in('some')
     - name: A when on an undefined variable
       ansible.builtin.debug:
@@ -126,6 +134,47 @@ PLAY = """---
       ansible.builtin.debug:
         msg: "fact on {{ inventory_hostname }}"
       when: probe_fact | bool
+    - name: A fact per item
+      ansible.builtin.set_fact:
+        probe_items: "{{ (probe_items | default([])) + [item * 2] }}"
+      loop: [1, 2, 3]
+    - name: An assert that holds
+      ansible.builtin.assert:
+        that: probe_items == [2, 4, 6]
+        quiet: true
+    - name: An assert that fails on h3
+      ansible.builtin.assert:
+        that: inventory_hostname != 'h3'
+        fail_msg: "h3 breaks it"
+      ignore_errors: true
+    - name: A fail on h1
+      ansible.builtin.fail:
+        msg: "failed on {{ inventory_hostname }}"
+      when: inventory_hostname == 'h1'
+      ignore_errors: true
+    - name: An argument spec
+      ansible.builtin.validate_argument_spec:
+        argument_spec:
+          probe_runs: {type: bool, required: true}
+        provided_arguments:
+          probe_runs: "{{ probe_runs }}"
+    - name: A secret fact
+      ansible.builtin.set_fact:
+        probe_hidden: "s3cret"
+      no_log: true
+    - name: Rendered where
+      ansible.builtin.debug:
+        msg: "{{ inventory_hostname | worked_out_in('debug') }}"
+    - name: Rendered where, with until (always a worker)
+      ansible.builtin.debug:
+        msg: "{{ inventory_hostname | worked_out_in('until') }}"
+      until: true
+    - name: An include that runs
+      ansible.builtin.include_tasks: included.yml
+      when: inventory_hostname != 'h2'
+    - name: A role included
+      ansible.builtin.include_role:
+        name: probe_role
 """
 
 HOSTS = "[fleet]\nh1 probe_runs=true\nh2 probe_runs=false\nh3 probe_runs=false\n\n[fleet:vars]\n" \
@@ -140,12 +189,17 @@ def run_play(tmp_path: Path, switch: str, play: str = PLAY) -> tuple[subprocess.
     (run_dir / "filters" / "where.py").write_text(WHERE)
     (run_dir / "play.yml").write_text(play)
     (run_dir / "never.yml").write_text("---\n- name: Never\n  ansible.builtin.fail:\n")
+    (run_dir / "included.yml").write_text("---\n- name: Included\n  ansible.builtin.debug:\n"
+                                          "    msg: \"included on {{ inventory_hostname }}\"\n")
+    (run_dir / "roles" / "probe_role" / "tasks").mkdir(parents=True, exist_ok=True)
+    (run_dir / "roles" / "probe_role" / "tasks" / "main.yml").write_text(
+        "---\n- name: In the role\n  ansible.builtin.set_fact:\n    probe_role_ran: true\n")
     (run_dir / "hosts.ini").write_text(HOSTS)
     record = run_dir / "results.jsonl"
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
            "ANSIBLE_CALLBACK_PLUGINS": str(run_dir / "callbacks"), "ANSIBLE_CALLBACKS_ENABLED": "record_results",
            "ANSIBLE_FILTER_PLUGINS": str(run_dir / "filters"), "RECORD_RESULTS": str(record),
-           "EFFDET_SKIP_IN_MAIN": switch}
+           "ANSIBLE_ROLES_PATH": str(run_dir / "roles"), "EFFDET_IN_MAIN": switch}
     run = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", str(run_dir / "hosts.ini"), str(run_dir / "play.yml")],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
     return run, record
@@ -153,7 +207,7 @@ def run_play(tmp_path: Path, switch: str, play: str = PLAY) -> tuple[subprocess.
 
 def results(record: Path) -> list[dict]:
     return sorted((json.loads(line) for line in record.read_text().splitlines()),
-                  key=lambda r: (r["task"], r["host"]))
+                  key=lambda r: (r["task"], r["host"], r["status"], json.dumps(r["result"], sort_keys=True)))
 
 
 def where(record: Path) -> tuple[int, dict[str, list[int]]]:
@@ -172,7 +226,7 @@ def test_every_task_reports_what_it_reports_with_a_worker_per_task(tmp_path):
     assert on.returncode == 0, on.stdout[-3000:] + on.stderr[-3000:]
     assert off.returncode == 0, off.stdout[-3000:] + off.stderr[-3000:]
     assert results(on_record) == results(off_record)
-    by_task = {(r["task"], r["host"]): r for r in results(on_record)}
+    by_task = {(r["task"], r["host"]): r for r in results(on_record) if not r["status"].startswith("item")}
     assert by_task[("A false when", "h1")]["status"] == "skipped"
     assert by_task[("A loop with no items", "h2")]["result"]["skipped_reason"] == "No items in the list"
     assert by_task[("A when on an undefined variable", "h3")]["status"] == "failed"
@@ -181,24 +235,36 @@ def test_every_task_reports_what_it_reports_with_a_worker_per_task(tmp_path):
     assert by_task[("What the skipped secret registered", "h1")]["result"]["probe_secret"]["skipped"] is True
     assert [h for (t, h), r in by_task.items() if t == "A when on a fact set in this run" and r["status"] == "ok"] \
         == ["h2"]
+    assert [r["result"]["item"] for r in results(on_record)
+            if r["status"] == "item ok" and r["task"] == "A fact per item" and r["host"] == "h1"] == [1, 2, 3]
+    assert by_task[("An assert that fails on h3", "h3")]["status"] == "failed"
+    assert by_task[("A fail on h1", "h1")]["result"]["msg"] == "failed on h1"
+    assert by_task[("A secret fact", "h2")]["result"]["censored"].startswith("the output has been hidden")
+    assert by_task[("Included", "h3")]["result"]["msg"] == "included on h3" and ("Included", "h2") not in by_task
+    assert by_task[("probe_role : In the role", "h2")]["result"]["ansible_facts"] == {"probe_role_ran": True}
     assert on.stdout.split("PLAY RECAP", 1)[1] == off.stdout.split("PLAY RECAP", 1)[1]
 
 
-def test_a_false_when_is_worked_out_in_the_main_process_a_true_one_again_in_a_worker(tmp_path):
+def test_what_never_reaches_the_host_is_done_in_the_main_process(tmp_path):
+    """A false when, and a controller-only action, in the main process; a true when there and again in the
+    worker that runs the task; a task with until in a worker."""
     on, on_record = run_play(tmp_path, "on")
     assert on.returncode == 0, on.stdout[-3000:] + on.stderr[-3000:]
     main, pids = where(on_record)
     assert pids["false"] == [main] * 3                  # three hosts, no worker
     assert sorted(pid == main for pid in pids["some"]) == [False, True, True, True]   # h1's also in its worker
+    assert pids["debug"] == [main] * 3
+    assert len(pids["until"]) == 3 and main not in pids["until"]
 
     off, off_record = run_play(tmp_path, "off")
     assert off.returncode == 0, off.stdout[-3000:] + off.stderr[-3000:]
     main, pids = where(off_record)
     assert main not in pids["false"] and len(set(pids["false"])) == 3
     assert main not in pids["some"] and len(pids["some"]) == 3
+    assert main not in pids["debug"] and len(set(pids["debug"])) == 3
 
 
 def test_a_switch_off_its_list_is_refused_by_name_value_and_rule(tmp_path):
     run, _ = run_play(tmp_path, "maybe")
     assert run.returncode != 0
-    assert "EFFDET_SKIP_IN_MAIN = 'maybe' breaks the rule: one of on, off" in run.stdout + run.stderr
+    assert "EFFDET_IN_MAIN = 'maybe' breaks the rule: one of on, off" in run.stdout + run.stderr

@@ -1,0 +1,148 @@
+"""Tasks that never reach the host run in the controller's main process,
+without a worker forked for them.
+
+Ansible forks a worker per host and task. That is a fork, a worker's start and
+a result through the results queue, also for two kinds of task that never
+reach the host:
+
+- a task the host skips: the worker works out the loop items and the `when`
+  first, and a false `when`, or a loop with no items, ends it;
+- a task whose action runs on the controller only: `assert`, `debug`, `fail`,
+  `set_fact`, `validate_argument_spec`, and `include_tasks` and `include_role`
+  (the worker returns what to include; the strategy includes it).
+
+On the host layer's no-change re-run these are 70 of the 89 tasks a host runs.
+
+Both run Ansible's own TaskExecutor in the main process, on a copy of the task
+and of the host's variables, and send its result through the same results
+queue, as the worker would have: the same dict, the same warnings, no_log
+handling and loop-item callbacks.
+
+Which tasks:
+
+- controller-only (run_here): those actions, without `delegate_to`, `until`,
+  `async`, `timeout` or `throttle` (a retry's delay or a timeout's alarm would
+  stop the main process; `throttle` is checked before a worker starts). The
+  task runs whole in the main process.
+- skip decisions (skip_here): any other task with a `when` or a `loop`,
+  without `with_<lookup>`, a lookup() / query() / q() in its `when` or loop
+  (a lookup may act on the controller, and it would run twice when the task
+  goes on to a worker), `delegate_to` (the executor first works out the
+  delegated host's variables), `throttle`, or a meta action (the strategy runs
+  those itself). The executor runs with two guards on the way to the host: a
+  `when` that holds, or fails to evaluate, and a loop with items stop it
+  (`WouldRunOnTheHost`) before anything touches the host, and the task goes to
+  a worker as before, which works both out again, so what a worker does and
+  reports (an error included) is unchanged.
+
+Every other task goes to a worker as before. EFFDET_IN_MAIN=off turns both off.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from ansible import constants as C
+from ansible.errors import AnsibleError
+from ansible.executor.task_executor import TaskExecutor
+from ansible.executor.task_result import _RawTaskResult
+from ansible.plugins import loader as plugin_loader
+from ansible.utils.fqcn import add_internal_fqcns
+
+SWITCH = "EFFDET_IN_MAIN"
+CHOICES = ("on", "off")
+LOOKUP_CALL = re.compile(r"\b(lookup|query|q)\s*\(")
+CONTROLLER_ONLY = frozenset(add_internal_fqcns(("assert", "debug", "fail", "set_fact", "validate_argument_spec",
+                                                "include_tasks", "include_role")))
+
+
+class WouldRunOnTheHost(BaseException):
+    """The task reaches the host: it goes to a worker. A BaseException, so that the executor's own
+    `except Exception` does not turn it into a failed result."""
+
+
+def switch() -> bool:
+    """Whether EFFDET_IN_MAIN is on (the default); a value off its list is refused."""
+    value = os.environ.get(SWITCH, "on")
+    if value not in CHOICES:
+        raise AnsibleError(f"{SWITCH} = {value!r} breaks the rule: one of {', '.join(CHOICES)}")
+    return value == "on"
+
+
+def calls_a_lookup(value: Any) -> bool:
+    if isinstance(value, str):
+        return bool(LOOKUP_CALL.search(value))
+    if isinstance(value, (list, tuple)):
+        return any(calls_a_lookup(item) for item in value)
+    if isinstance(value, dict):
+        return any(calls_a_lookup(item) for item in value.values())
+    return False
+
+
+def run_here(task: Any) -> bool:
+    """Whether the task's action runs on the controller only, and it may run whole in the main process."""
+    return task.action in CONTROLLER_ONLY and not task.delegate_to and not task.until and not task.async_val \
+        and not task.timeout and not task.throttle
+
+
+def skip_here(task: Any) -> bool:
+    """Whether the main process may work out this task's skip (see the module's doc)."""
+    if not (task.when or task.loop) or task.loop_with or task.delegate_to or task.throttle \
+            or task.action in C._ACTION_META:
+        return False
+    return not calls_a_lookup(task.when) and not calls_a_lookup(task.loop)
+
+
+def executor(host: Any, task: Any, task_vars: dict, play_context: Any, loader: Any, final_q: Any,
+             variable_manager: Any) -> TaskExecutor:
+    return TaskExecutor(host, task, dict(task_vars), play_context, loader,
+                        plugin_loader.get_plugin_loader_namespace(), final_q, variable_manager)
+
+
+def run_result(host: Any, task: Any, *args: Any) -> _RawTaskResult:
+    """The task run whole in the main process (run_here), and the result a worker would have sent."""
+    mine = task.copy(exclude_tasks=True)
+    result = executor(host, mine, *args).run()
+    return _RawTaskResult(host=host, task=mine, return_data=result, task_fields=mine.dump_attrs())
+
+
+def skipped_result(host: Any, task: Any, *args: Any) -> _RawTaskResult | None:
+    """The result a worker would send for this host and task where the host skips it; None where the
+    task must go to a worker."""
+    mine = task.copy(exclude_tasks=True)
+    decided = []
+    resolve = mine._resolve_conditional
+
+    def stop_unless_false(*when_args: Any, **kwargs: Any) -> bool:
+        try:
+            held = resolve(*when_args, **kwargs)
+        except Exception as ex:
+            raise WouldRunOnTheHost() from ex
+        if held:
+            raise WouldRunOnTheHost()
+        decided.append("when")
+        return held
+
+    mine._resolve_conditional = stop_unless_false
+    guarded = executor(host, mine, *args)
+    loop_items = guarded._get_loop_items
+
+    def note_no_items() -> list | None:
+        items = loop_items()
+        if items is not None and len(items) == 0:
+            decided.append("no items")
+        return items
+
+    def stop(_items: list) -> list:
+        raise WouldRunOnTheHost()
+
+    guarded._get_loop_items = note_no_items
+    guarded._run_loop = stop
+    try:
+        result = guarded.run()
+    except WouldRunOnTheHost:
+        return None
+    if not decided or not result.get("skipped") or result.get("failed"):
+        return None
+    return _RawTaskResult(host=host, task=mine, return_data=result, task_fields=mine.dump_attrs())
