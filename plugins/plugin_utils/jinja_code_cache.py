@@ -57,20 +57,39 @@ _EXPRESSION: contextvars.ContextVar[str | None] = contextvars.ContextVar("effdet
 _STATE: dict[str, Any] = {"dir": None, "installed": False, "hits": 0, "misses": 0}
 
 
-def default_dir() -> str:
+def ansible_home_folder(name: str) -> str:
+    """<ANSIBLE_HOME>/effdet_lab/<name>: where this project's caches live by default."""
     from ansible import constants as C  # noqa: N812 - Ansible's own spelling
 
-    return os.path.join(C.ANSIBLE_HOME, "effdet_lab", "jinja_code")
+    return os.path.join(C.ANSIBLE_HOME, "effdet_lab", name)
 
 
-def chosen_dir() -> str | None:
-    """The folder from EFFDET_JINJA_CODE_CACHE (None: off)."""
-    value = os.environ.get(ENV_VAR)
+def folder_from(env_var: str, default: str) -> str | None:
+    """The folder an environment variable names: unset or empty, the default; an off word, None (off)."""
+    value = os.environ.get(env_var)
     if value is None or value == "":
-        return default_dir()
+        return default
     if value.lower() in OFF:
         return None
     return value
+
+
+def ready_folder(env_var: str, name: str, what: str, warn: Callable[[str], Any] | None) -> str | None:
+    """A cache's folder for this run: the one env_var names (folder_from; default ansible_home_folder(name)),
+    made absolute, private (private_dir) and pruned. None where the cache is off; where the folder may not be
+    used, warn says why, once."""
+    folder = folder_from(env_var, ansible_home_folder(name))
+    if folder is None:
+        return None
+    folder = os.path.abspath(folder)
+    reason = private_dir(folder)
+    if reason:
+        if warn:
+            warn(f"effdet-lab: the {what} {folder} is off for this run: {reason}. "
+                 f"Set {env_var} to another folder, or to 'off'.")
+        return None
+    prune(folder)
+    return folder
 
 
 def private_dir(path: str) -> str | None:
@@ -239,17 +258,9 @@ def install(warn: Callable[[str], Any] | None = None) -> str | None:
     if _STATE["installed"]:
         return _STATE["dir"]
     _STATE["installed"] = True
-    folder = chosen_dir()
+    folder = ready_folder(ENV_VAR, "jinja_code", "Jinja code cache", warn)
     if folder is None:
         return None
-    folder = os.path.abspath(folder)
-    reason = private_dir(folder)
-    if reason:
-        if warn:
-            warn(f"effdet-lab: the Jinja code cache {folder} is off for this run: {reason}. "
-                 f"Set {ENV_VAR} to another folder, or to 'off'.")
-        return None
-    prune(folder)
     from ansible._internal._templating._jinja_bits import AnsibleEnvironment
 
     AnsibleEnvironment.compile = _cached_compile(AnsibleEnvironment.compile)  # type: ignore[method-assign]

@@ -55,22 +55,6 @@ ENV_VAR = "EFFDET_MITOGEN_MODULE_CACHE"
 _STATE: dict[str, Any] = {"dir": None, "installed": False}
 
 
-def default_dir() -> str:
-    from ansible import constants as C  # noqa: N812 - Ansible's own spelling
-
-    return os.path.join(C.ANSIBLE_HOME, "effdet_lab", "mitogen_modules")
-
-
-def chosen_dir() -> str | None:
-    """The folder from EFFDET_MITOGEN_MODULE_CACHE (None: off)."""
-    value = os.environ.get(ENV_VAR)
-    if value is None or value == "":
-        return default_dir()
-    if value.lower() in guarded.OFF:
-        return None
-    return value
-
-
 @functools.lru_cache(maxsize=None)
 def _versions() -> str:
     import mitogen
@@ -189,15 +173,9 @@ def install(warn: Callable[[str], Any] | None = None) -> str | None:
     if _STATE["installed"]:
         return _STATE["dir"]
     _STATE["installed"] = True
-    folder = chosen_dir()
+    folder = guarded.ready_folder(ENV_VAR, "mitogen_modules", "mitogen module cache", warn)
     if folder is None:
         return None
-    reason = guarded.private_dir(folder)
-    if reason is not None:
-        if warn:
-            warn(f"{ENV_VAR}: not using {folder}: {reason}. mitogen works out every module again this run.")
-        return None
-    guarded.prune(folder)
     import ansible_mitogen.module_finder
     import mitogen.master
 

@@ -142,5 +142,6 @@ def test_a_folder_others_can_write_is_not_used(tmp_path):
     folder.chmod(0o777)
     result = run(tree, str(folder))
     assert result["folder"] is None and list(folder.iterdir()) == []
-    assert "EFFDET_MITOGEN_MODULE_CACHE: not using" in result["warnings"][0] and "0777" in result["warnings"][0]
+    assert f"the mitogen module cache {folder} is off for this run" in result["warnings"][0]
+    assert "0777" in result["warnings"][0] and "Set EFFDET_MITOGEN_MODULE_CACHE to another folder" in result["warnings"][0]
     assert result["calls"] == {"build": 2, "scan": 1}
