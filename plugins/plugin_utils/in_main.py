@@ -39,19 +39,16 @@ Every other task goes to a worker as before. EFFDET_IN_MAIN=off turns both off.
 """
 from __future__ import annotations
 
-import os
 import re
 from typing import Any
 
 from ansible import constants as C
-from ansible.errors import AnsibleError
 from ansible.executor.task_executor import TaskExecutor
 from ansible.executor.task_result import _RawTaskResult
 from ansible.plugins import loader as plugin_loader
 from ansible.utils.fqcn import add_internal_fqcns
 
-SWITCH = "EFFDET_IN_MAIN"
-CHOICES = ("on", "off")
+SWITCH = "EFFDET_IN_MAIN"    # on (default) or off; the strategy shim checks it
 LOOKUP_CALL = re.compile(r"\b(lookup|query|q)\s*\(")
 CONTROLLER_ONLY = frozenset(add_internal_fqcns(("assert", "debug", "fail", "set_fact", "validate_argument_spec",
                                                 "include_tasks", "include_role")))
@@ -60,14 +57,6 @@ CONTROLLER_ONLY = frozenset(add_internal_fqcns(("assert", "debug", "fail", "set_
 class WouldRunOnTheHost(BaseException):
     """The task reaches the host: it goes to a worker. A BaseException, so that the executor's own
     `except Exception` does not turn it into a failed result."""
-
-
-def switch() -> bool:
-    """Whether EFFDET_IN_MAIN is on (the default); a value off its list is refused."""
-    value = os.environ.get(SWITCH, "on")
-    if value not in CHOICES:
-        raise AnsibleError(f"{SWITCH} = {value!r} breaks the rule: one of {', '.join(CHOICES)}")
-    return value == "on"
 
 
 def calls_a_lookup(value: Any) -> bool:
@@ -100,11 +89,15 @@ def executor(host: Any, task: Any, task_vars: dict, play_context: Any, loader: A
                         plugin_loader.get_plugin_loader_namespace(), final_q, variable_manager)
 
 
+def as_sent(host: Any, mine: Any, result: dict) -> _RawTaskResult:
+    """The result as a worker sends it: with the fields of its own copy of the task."""
+    return _RawTaskResult(host=host, task=mine, return_data=result, task_fields=mine.dump_attrs())
+
+
 def run_result(host: Any, task: Any, *args: Any) -> _RawTaskResult:
     """The task run whole in the main process (run_here), and the result a worker would have sent."""
     mine = task.copy(exclude_tasks=True)
-    result = executor(host, mine, *args).run()
-    return _RawTaskResult(host=host, task=mine, return_data=result, task_fields=mine.dump_attrs())
+    return as_sent(host, mine, executor(host, mine, *args).run())
 
 
 def skipped_result(host: Any, task: Any, *args: Any) -> _RawTaskResult | None:
@@ -145,4 +138,4 @@ def skipped_result(host: Any, task: Any, *args: Any) -> _RawTaskResult | None:
         return None
     if not decided or not result.get("skipped") or result.get("failed"):
         return None
-    return _RawTaskResult(host=host, task=mine, return_data=result, task_fields=mine.dump_attrs())
+    return as_sent(host, mine, result)

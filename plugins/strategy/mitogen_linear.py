@@ -125,12 +125,17 @@ PINNING_CHOICES = ("auto", "mitogen", "off")
 MITOGEN_CPUS_FOR_A_TOP_LEVEL_CPU = 4
 
 
+def env_choice(name: str, choices: tuple[str, ...], default: str) -> str:
+    """An environment switch, checked against its choices; another value is refused by name, value and rule."""
+    choice = os.environ.get(name, default)
+    if choice not in choices:
+        raise AnsibleError(f"{name} = {choice!r} breaks the rule: one of {', '.join(choices)}")
+    return choice
+
+
 def cpu_pinning_choice() -> str:
     """EFFDET_MITOGEN_CPU_PINNING, checked against its choices."""
-    choice = os.environ.get("EFFDET_MITOGEN_CPU_PINNING", "auto")
-    if choice not in PINNING_CHOICES:
-        raise AnsibleError(f"EFFDET_MITOGEN_CPU_PINNING={choice!r} breaks its rule: one of {', '.join(PINNING_CHOICES)}")
-    return choice
+    return env_choice("EFFDET_MITOGEN_CPU_PINNING", PINNING_CHOICES, "auto")
 
 
 def pins_cpus(choice: str, usable_cpus: int) -> bool:
@@ -166,7 +171,7 @@ def same_caches(warmed: tuple, now: tuple) -> bool:
 class StrategyModule(MitogenLinear):
     def run(self, iterator: Any, play_context: Any) -> Any:
         choose_cpu_pinning()
-        self._in_main = in_main is not None and in_main.switch()
+        self._in_main = in_main is not None and env_choice(in_main.SWITCH, ("on", "off"), "on") == "on"
         self._plugins_warmed: dict[tuple, tuple] = {}
         for collection in WARM_COLLECTIONS:
             warm_collection_filters(collection)
@@ -194,27 +199,21 @@ class StrategyModule(MitogenLinear):
         """Run the task for this host in the main process where it never reaches the host (in_main): what
         Ansible's _queue_task records and sends for a worker it starts, then the result that worker would
         have sent, through the same queue. False: it goes to a worker."""
+        args = (host, task, task_vars, play_context, self._loader, self._final_q, self._variable_manager)
         if in_main.run_here(task):
-            deliver = in_main.run_result
-        elif in_main.skip_here(task):
-            deliver = in_main.skipped_result
+            self._started_here(host, task, task_vars, play_context)   # first: a loop sends its items' callbacks
+            result = in_main.run_result(*args)
         else:
-            return False
-        key = (host.name, task._uuid)
-        self._queued_task_cache[key] = {"host": host, "task": task, "task_vars": task_vars,
-                                        "play_context": play_context}
-        if deliver is in_main.skipped_result:
-            result = deliver(host, task, task_vars, play_context, self._loader, self._final_q,
-                             self._variable_manager)
+            result = in_main.skipped_result(*args) if in_main.skip_here(task) else None
             if result is None:
-                del self._queued_task_cache[key]
                 return False
-            self._tqm.send_callback("v2_runner_on_start", host, task)
-        else:   # the start first: a loop sends its items' callbacks while it runs
-            self._tqm.send_callback("v2_runner_on_start", host, task)
-            result = deliver(host, task, task_vars, play_context, self._loader, self._final_q,
-                             self._variable_manager)
+            self._started_here(host, task, task_vars, play_context)
         self._final_q.send_task_result(result)
         self._pending_results += 1
         return True
 
+    def _started_here(self, host: Any, task: Any, task_vars: Any, play_context: Any) -> None:
+        """What Ansible's _queue_task records, and the callback it sends, when it starts a worker."""
+        self._queued_task_cache[(host.name, task._uuid)] = {"host": host, "task": task, "task_vars": task_vars,
+                                                             "play_context": play_context}
+        self._tqm.send_callback("v2_runner_on_start", host, task)

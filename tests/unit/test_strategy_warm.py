@@ -156,7 +156,7 @@ def test_below_four_cpus_the_controller_is_not_pinned_to_one_cpu(tmp_path):
 def test_a_pinning_choice_off_its_list_is_refused_by_name_value_and_rule(tmp_path):
     run = run_probe_play(tmp_path, "mitogen_linear", EFFDET_MITOGEN_CPU_PINNING="sometimes")
     assert run.returncode != 0
-    assert "EFFDET_MITOGEN_CPU_PINNING='sometimes' breaks its rule: one of auto, mitogen, off" in run.stdout + run.stderr
+    assert "EFFDET_MITOGEN_CPU_PINNING = 'sometimes' breaks the rule: one of auto, mitogen, off" in run.stdout + run.stderr
 
 
 COUNTER = '''
