@@ -5,7 +5,8 @@ A rule is a mapping {var, value, rule} plus one of:
   pattern             value (as a string) must match it in full;
   pattern, each: true value is a list, every element must match in full;
   min, max            value is an integer (or its digits) in that range;
-  ok                  a precomputed test; only the boolean true passes.
+  ok                  a precomputed test; only the boolean true passes (value is
+                      then not read: Ansible renders it only for a refusal).
 Matching is re.fullmatch, so no trailing newline slips through. The filter
 returns the rules that fail, each as {var, value, rule}, where value is what
 breaks the rule (for a list, the elements that do not match), so that a
@@ -31,10 +32,11 @@ def _fullmatch(pattern: str, value: Any) -> bool:
 
 
 def check_rule(rule: Mapping[str, Any]) -> tuple[bool, Any]:
-    """(passes, what breaks it) for one rule."""
+    """(passes, what breaks it) for one rule; a passing precomputed test (ok) gives None, unrendered."""
+    if "ok" in rule:     # the value is rendered only for a refusal (a precomputed test needs it not)
+        passes = rule["ok"] is True
+        return passes, None if passes else rule["value"]
     value = rule["value"]
-    if "ok" in rule:
-        return rule["ok"] is True, value
     if "min" in rule:
         digits = INTEGER.fullmatch(str(value)) is not None
         return digits and int(rule["min"]) <= int(value) <= int(rule["max"]), value

@@ -33,9 +33,21 @@ Which tasks:
   `when` that holds, or fails to evaluate, and a loop with items stop it
   (`WouldRunOnTheHost`) before anything touches the host, and the task goes to
   a worker as before, which works both out again, so what a worker does and
-  reports (an error included) is unchanged.
+  reports (an error included) is unchanged. Once a host's `when` holds, the
+  task's next hosts go straight to their workers: the hosts of a fleet are
+  mostly alike, and working the `when` out here first would only add to what
+  their workers do.
 
 Every other task goes to a worker as before. EFFDET_IN_MAIN=off turns both off.
+
+The main process is one process: on a fleet, it would run a controller-only
+task for every host one after the other while the controller's other CPUs
+wait. So the strategy keeps a task's controller-only runs until it waits for
+the task's results, and then shares them out (batches()): the main process
+runs one share, and a BatchWorker, forked once for a share, runs each of the
+others; it sends each host's result through the results queue as a worker
+would. A task's share is small (a few hosts) and a fork costs about as much as
+one run, so below MIN_SPLIT hosts the main process runs them all.
 """
 from __future__ import annotations
 
@@ -43,12 +55,19 @@ import re
 from typing import Any
 
 from ansible import constants as C
+from ansible import context
+from ansible._internal import _task
+from ansible.executor.process.worker import WorkerProcess
 from ansible.executor.task_executor import TaskExecutor
 from ansible.executor.task_result import _RawTaskResult
 from ansible.plugins import loader as plugin_loader
 from ansible.utils.fqcn import add_internal_fqcns
 
 SWITCH = "EFFDET_IN_MAIN"    # on (default) or off; the strategy shim checks it
+# Controller-only runs of one task: from this many on, they are shared out among processes, at least
+# MIN_SHARE a process.
+MIN_SPLIT = 4
+MIN_SHARE = 2
 LOOKUP_CALL = re.compile(r"\b(lookup|query|q)\s*\(")
 CONTROLLER_ONLY = frozenset(add_internal_fqcns(("assert", "debug", "fail", "set_fact", "validate_argument_spec",
                                                 "include_tasks", "include_role")))
@@ -139,3 +158,42 @@ def skipped_result(host: Any, task: Any, *args: Any) -> _RawTaskResult | None:
     if not decided or not result.get("skipped") or result.get("failed"):
         return None
     return as_sent(host, mine, result)
+
+
+def batches(items: list, cpus: int) -> list[list]:
+    """items shared out in order among at most `cpus` processes, at least MIN_SHARE each; the first share is
+    the main process's. One share below MIN_SPLIT items or with one CPU."""
+    if len(items) < MIN_SPLIT or cpus < 2:
+        return [items] if items else []
+    count = max(1, min(cpus, len(items) // MIN_SHARE))
+    size, extra = divmod(len(items), count)
+    shares, start = [], 0
+    for index in range(count):
+        end = start + size + (1 if index < extra else 0)
+        shares.append(items[start:end])
+        start = end
+    return shares
+
+
+class BatchWorker(WorkerProcess):
+    """A worker for a share of one task's controller-only runs (run_here), host after host: each result
+    goes through the results queue as a worker's does. The first item stands for the worker's own host
+    and task (what Ansible's worker fields and its error report name)."""
+
+    def __init__(self, items: list[tuple], final_q: Any, loader: Any, variable_manager: Any,
+                 worker_id: int) -> None:
+        host, task, task_vars, play_context = items[0]
+        super().__init__(final_q=final_q, task_vars=task_vars, host=host, task=task, play_context=play_context,
+                         loader=loader, variable_manager=variable_manager,
+                         shared_loader_obj=plugin_loader.get_plugin_loader_namespace(), worker_id=worker_id,
+                         cliargs=context.CLIARGS)
+        self._items = items
+
+    def _run(self) -> None:
+        for host, task, task_vars, play_context in self._items:
+            with _task.TaskContext(task):
+                result = run_result(host, task, task_vars, play_context, self._loader, self._final_q,
+                                    self._variable_manager)
+            host.vars = {}      # what a worker clears before it sends: this process's copy of the host
+            host.groups = []
+            self._final_q.send_task_result(result)

@@ -36,8 +36,10 @@ Two more costs of every worker move to the main process, or to once a run:
   EFFDET_JINJA_CODE_CACHE=off turns it off).
 
 Tasks that never reach the host (a host skips them, or their action runs on
-the controller only: assert, debug, fail, set_fact, ...) run in the main
-process, without a worker: plugin_utils/in_main.py says how and which;
+the controller only: assert, debug, fail, set_fact, ...) run without a worker
+per host: a skip in the main process, a task's controller-only runs shared out
+among the main process and a batch worker per other CPU when the strategy
+waits for the task's results. plugin_utils/in_main.py says how and which;
 EFFDET_IN_MAIN=off turns it off.
 
 What mitogen's connection multiplexer works out for each Python module it
@@ -63,6 +65,7 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+import time
 from typing import Any
 
 import ansible_mitogen.affinity as mitogen_affinity
@@ -145,13 +148,17 @@ def pins_cpus(choice: str, usable_cpus: int) -> bool:
     return choice == "mitogen"
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def choose_cpu_pinning() -> None:
     """Keep mitogen's pinning policy or replace it with its no-op base policy, before any process is pinned.
 
     mitogen reads ansible_mitogen.affinity.policy when its worker model starts (the top-level
     process and the multiplexer) and in every worker, so replacing the module's policy is enough."""
-    usable_cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if not pins_cpus(cpu_pinning_choice(), usable_cpus):
+    if not pins_cpus(cpu_pinning_choice(), usable_cpus()):
         mitogen_affinity.policy = mitogen_affinity.Policy()
 
 
@@ -172,6 +179,9 @@ class StrategyModule(MitogenLinear):
     def run(self, iterator: Any, play_context: Any) -> Any:
         choose_cpu_pinning()
         self._in_main = in_main is not None and env_choice(in_main.SWITCH, ("on", "off"), "on") == "on"
+        self._run_here: list[tuple] = []
+        self._runs_on_hosts: str | None = None    # the task whose skip was last found not to hold, if any
+        self._cpus = usable_cpus()
         self._plugins_warmed: dict[tuple, tuple] = {}
         for collection in WARM_COLLECTIONS:
             warm_collection_filters(collection)
@@ -196,21 +206,62 @@ class StrategyModule(MitogenLinear):
         return result
 
     def _done_in_main(self, host: Any, task: Any, task_vars: Any, play_context: Any) -> bool:
-        """Run the task for this host in the main process where it never reaches the host (in_main): what
-        Ansible's _queue_task records and sends for a worker it starts, then the result that worker would
-        have sent, through the same queue. False: it goes to a worker."""
+        """Run the task for this host without a worker of its own where it never reaches the host (in_main):
+        what Ansible's _queue_task records and sends for a worker it starts, then the result that worker
+        would have sent, through the same queue. A controller-only task runs when the strategy waits for
+        the task's results, shared out among the main process and batch workers (_share_out_run_here).
+        False: it goes to a worker."""
         args = (host, task, task_vars, play_context, self._loader, self._final_q, self._variable_manager)
         if in_main.run_here(task):
             self._started_here(host, task, task_vars, play_context)   # first: a loop sends its items' callbacks
-            result = in_main.run_result(*args)
-        else:
-            result = in_main.skipped_result(*args) if in_main.skip_here(task) else None
-            if result is None:
-                return False
-            self._started_here(host, task, task_vars, play_context)
+            self._pending_results += 1
+            if self.debugger_active or task.debugger:
+                # the debugger's redo queues the task again and reads its result at once
+                self._final_q.send_task_result(in_main.run_result(*args))
+            else:
+                self._run_here.append((host, task, task_vars, play_context))   # run when the strategy waits
+            return True
+        if task._uuid == self._runs_on_hosts or not in_main.skip_here(task):
+            return False
+        result = in_main.skipped_result(*args)
+        if result is None:
+            # The task runs on this host, so most likely on the task's other hosts too: they go straight to
+            # their workers, without their skip worked out here first (the worker works it out anyway).
+            self._runs_on_hosts = task._uuid
+            return False
+        self._started_here(host, task, task_vars, play_context)
         self._final_q.send_task_result(result)
         self._pending_results += 1
         return True
+
+    def _wait_on_pending_results(self, iterator: Any) -> Any:
+        self._share_out_run_here()
+        return super()._wait_on_pending_results(iterator)
+
+    def _share_out_run_here(self) -> None:
+        """The controller-only runs kept since the last wait: a BatchWorker for each share but the first,
+        then the main process's own share (in_main.batches)."""
+        items, self._run_here = self._run_here, []
+        shares = in_main.batches(items, self._cpus)
+        for share in shares[1:]:
+            self._start_batch_worker(share)
+        for host, task, task_vars, play_context in shares[0] if shares else []:
+            self._final_q.send_task_result(in_main.run_result(host, task, task_vars, play_context, self._loader,
+                                                              self._final_q, self._variable_manager))
+
+    def _start_batch_worker(self, share: list) -> None:
+        """In a free worker slot, as Ansible's _queue_task starts a worker (the strategy has waited for the
+        previous task's results, so the slots' workers are ending)."""
+        while True:
+            for index, worker in enumerate(self._workers):
+                if worker is None or not worker.is_alive():
+                    if worker:
+                        worker.close()
+                    batch = in_main.BatchWorker(share, self._final_q, self._loader, self._variable_manager, index)
+                    self._workers[index] = batch
+                    batch.start()
+                    return
+            time.sleep(0.0001)
 
     def _started_here(self, host: Any, task: Any, task_vars: Any, play_context: Any) -> None:
         """What Ansible's _queue_task records, and the callback it sends, when it starts a worker."""

@@ -181,7 +181,8 @@ HOSTS = "[fleet]\nh1 probe_runs=true\nh2 probe_runs=false\nh3 probe_runs=false\n
         "ansible_python_interpreter=" + str(REPO / ".venv" / "bin" / "python") + "\n"
 
 
-def run_play(tmp_path: Path, switch: str, play: str = PLAY) -> tuple[subprocess.CompletedProcess, Path]:
+def run_play(tmp_path: Path, switch: str, play: str = PLAY, hosts: str = HOSTS
+             ) -> tuple[subprocess.CompletedProcess, Path]:
     run_dir = tmp_path / switch
     (run_dir / "callbacks").mkdir(parents=True, exist_ok=True)
     (run_dir / "filters").mkdir(exist_ok=True)
@@ -194,7 +195,7 @@ def run_play(tmp_path: Path, switch: str, play: str = PLAY) -> tuple[subprocess.
     (run_dir / "roles" / "probe_role" / "tasks").mkdir(parents=True, exist_ok=True)
     (run_dir / "roles" / "probe_role" / "tasks" / "main.yml").write_text(
         "---\n- name: In the role\n  ansible.builtin.set_fact:\n    probe_role_ran: true\n")
-    (run_dir / "hosts.ini").write_text(HOSTS)
+    (run_dir / "hosts.ini").write_text(hosts)
     record = run_dir / "results.jsonl"
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
            "ANSIBLE_CALLBACK_PLUGINS": str(run_dir / "callbacks"), "ANSIBLE_CALLBACKS_ENABLED": "record_results",
@@ -252,7 +253,8 @@ def test_what_never_reaches_the_host_is_done_in_the_main_process(tmp_path):
     assert on.returncode == 0, on.stdout[-3000:] + on.stderr[-3000:]
     main, pids = where(on_record)
     assert pids["false"] == [main] * 3                  # three hosts, no worker
-    assert sorted(pid == main for pid in pids["some"]) == [False, True, True, True]   # h1's also in its worker
+    # h1's is worked out here and again in its worker; the `when` held, so h2's and h3's go straight to theirs
+    assert sorted(pid == main for pid in pids["some"]) == [False, False, False, True]
     assert pids["debug"] == [main] * 3
     assert len(pids["until"]) == 3 and main not in pids["until"]
 
@@ -268,3 +270,67 @@ def test_a_switch_off_its_list_is_refused_by_name_value_and_rule(tmp_path):
     run, _ = run_play(tmp_path, "maybe")
     assert run.returncode != 0
     assert "EFFDET_IN_MAIN = 'maybe' breaks the rule: one of on, off" in run.stdout + run.stderr
+
+
+FLEET_PLAY = """---
+- hosts: fleet
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: Rendered where, on a fleet
+      ansible.builtin.debug:
+        msg: "{{ inventory_hostname | worked_out_in('fleet') }}"
+    - name: A fact per host
+      ansible.builtin.set_fact:
+        probe_number: "{{ inventory_hostname[1:] | int * 10 }}"
+    - name: A fact per item, on a fleet
+      ansible.builtin.set_fact:
+        probe_items: "{{ (probe_items | default([])) + [item + probe_number | int] }}"
+      loop: [1, 2]
+    - name: An assert that fails on h5
+      ansible.builtin.assert:
+        that: probe_items[0] != 51
+        fail_msg: "{{ inventory_hostname }} breaks it"
+      ignore_errors: true
+    - name: What each host has
+      ansible.builtin.debug:
+        var: probe_items
+"""
+
+FLEET = "[fleet]\n" + "".join(f"h{n}\n" for n in range(1, 7)) + "\n[fleet:vars]\nansible_python_interpreter=" \
+    + str(REPO / ".venv" / "bin" / "python") + "\n"
+
+
+def test_a_fleet_shares_the_controller_only_runs_out_with_a_batch_worker(tmp_path):
+    """Six hosts: the main process runs three hosts' share of each controller-only task, and one batch
+    worker the other three (in_main.batches on this machine's CPUs); the results are those of a worker
+    per host and task."""
+    on, on_record = run_play(tmp_path, "on", FLEET_PLAY, FLEET)
+    off, off_record = run_play(tmp_path, "off", FLEET_PLAY, FLEET)
+    assert on.returncode == 0, on.stdout[-3000:] + on.stderr[-3000:]
+    assert off.returncode == 0, off.stdout[-3000:] + off.stderr[-3000:]
+    assert results(on_record) == results(off_record)
+    by_task = {(r["task"], r["host"]): r for r in results(on_record) if not r["status"].startswith("item")}
+    assert by_task[("What each host has", "h6")]["result"]["probe_items"] == [61, 62]
+    assert [h for (t, h), r in by_task.items() if t == "An assert that fails on h5" and r["status"] == "failed"] \
+        == ["h5"]
+    main, pids = where(on_record)
+    if (os.cpu_count() or 1) >= 2 and len(os.sched_getaffinity(0)) >= 2:
+        assert pids["fleet"].count(main) == 3
+        others = [pid for pid in pids["fleet"] if pid != main]
+        assert len(others) == 3 and len(set(others)) == 1     # one batch worker for the other three hosts
+    else:
+        assert pids["fleet"] == [main] * 6
+    main, pids = where(off_record)
+    assert main not in pids["fleet"] and len(set(pids["fleet"])) == 6
+
+
+def test_batches_share_out_in_order():
+    from pathload import load_module
+    in_main = load_module(REPO / "plugins" / "plugin_utils" / "in_main.py", "effdet_in_main")
+    assert in_main.batches([], 2) == []
+    assert in_main.batches([1, 2, 3], 2) == [[1, 2, 3]]                         # below MIN_SPLIT: the main process
+    assert in_main.batches(list(range(8)), 1) == [list(range(8))]                # one CPU
+    assert in_main.batches(list(range(8)), 2) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert in_main.batches(list(range(5)), 2) == [[0, 1, 2], [3, 4]]
+    assert in_main.batches(list(range(8)), 16) == [[0, 1], [2, 3], [4, 5], [6, 7]]   # at least MIN_SHARE each
