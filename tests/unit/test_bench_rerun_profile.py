@@ -33,3 +33,10 @@ def test_the_scaling_table_divides_each_variant_by_its_own_smallest_fleet():
     assert "| after | 8.0 | 22.0 | 2.75x |" in table
     # one fleet size: nothing to compare
     assert rerun_profile.scaling(results[:2]) == []
+
+
+def test_the_median_re_run_is_reported():
+    runs = [{"wall_s": 14.5}, {"wall_s": 11.0}, {"wall_s": 12.2}]
+    assert rerun_profile.median_run(runs) == {"wall_s": 12.2}
+    assert rerun_profile.median_run(runs[:2]) == {"wall_s": 11.0}    # an even count: the lower middle one
+    assert rerun_profile.median_run(runs[:1]) == {"wall_s": 14.5}
