@@ -30,9 +30,11 @@ others; a file in it only if it is a regular file of that user. Otherwise the
 cache stays off for the run, with one warning. It is written atomically
 (a temporary file, then a rename), so workers may fill it side by side.
 
-EFFDET_JINJA_CODE_CACHE names the folder, or turns the cache off with "off"
-(default: <ANSIBLE_HOME>/effdet_lab/jinja_code). The folder is emptied when it
-holds more than MAX_ENTRIES files (code of old versions of templates).
+EFFDET_JINJA_CODE_CACHE names the folder (absolute), or turns the cache off
+with "off" (default, or "on": <ANSIBLE_HOME>/effdet_lab/jinja_code; a relative
+folder is refused by name, value and rule, in a warning, and the cache is off
+for the run). The folder is emptied when it holds more than MAX_ENTRIES files
+(code of old versions of templates).
 """
 from __future__ import annotations
 
@@ -51,6 +53,7 @@ CACHE_VERSION = "1"
 MAX_ENTRIES = 20000
 ENV_VAR = "EFFDET_JINJA_CODE_CACHE"
 OFF = ("off", "0", "false", "no")
+ON = ("on", "1", "true", "yes")     # the default folder
 
 # The conditional being compiled (compile_expression hands Jinja a node tree, not text).
 _EXPRESSION: contextvars.ContextVar[str | None] = contextvars.ContextVar("effdet_jinja_expression", default=None)
@@ -65,13 +68,23 @@ def ansible_home_folder(name: str) -> str:
 
 
 def folder_from(env_var: str, default: str) -> str | None:
-    """The folder an environment variable names: unset or empty, the default; an off word, None (off)."""
+    """The folder an environment variable names: unset, empty or an on word, the default; an off word,
+    None (off)."""
     value = os.environ.get(env_var)
-    if value is None or value == "":
+    if value is None or value == "" or value.lower() in ON:
         return default
     if value.lower() in OFF:
         return None
     return value
+
+
+def folder_rule_broken(env_var: str, folder: str) -> str | None:
+    """Why a folder an environment variable names may not be a cache's folder, by name, value and rule:
+    a relative one would be made wherever the run starts (EFFDET_..._CACHE=of, a typo, made ./of)."""
+    if os.path.isabs(folder):
+        return None
+    return (f"{env_var} = {folder!r} breaks the rule: an absolute folder, or one of "
+            f"{', '.join(ON)} (the default folder) or {', '.join(OFF)} (off)")
 
 
 def ready_folder(env_var: str, name: str, what: str, warn: Callable[[str], Any] | None) -> str | None:
@@ -81,7 +94,12 @@ def ready_folder(env_var: str, name: str, what: str, warn: Callable[[str], Any] 
     folder = folder_from(env_var, ansible_home_folder(name))
     if folder is None:
         return None
-    folder = os.path.abspath(folder)
+    broken = folder_rule_broken(env_var, folder)
+    if broken:
+        if warn:
+            warn(f"effdet-lab: the {what} is off for this run: {broken}.")
+        return None
+    folder = os.path.normpath(folder)
     reason = private_dir(folder)
     if reason:
         if warn:

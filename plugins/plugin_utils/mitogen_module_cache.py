@@ -36,8 +36,9 @@ only while it is a real folder of the controller's user with no access for
 group or others, a file only if it is a regular file of that user; otherwise
 the cache stays off for the run, with one warning. Writes are atomic.
 
-EFFDET_MITOGEN_MODULE_CACHE names the folder, or turns the cache off with
-"off" (default: <ANSIBLE_HOME>/effdet_lab/mitogen_modules).
+EFFDET_MITOGEN_MODULE_CACHE names the folder (absolute), or turns the cache
+off with "off" (default, or "on": <ANSIBLE_HOME>/effdet_lab/mitogen_modules; a
+relative folder is refused as jinja_code_cache.ready_folder says).
 """
 from __future__ import annotations
 

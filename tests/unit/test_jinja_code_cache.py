@@ -55,13 +55,16 @@ print(json.dumps({"folder": folder, "warnings": warnings, "rendered": rendered, 
 '''
 
 
-def run(env_value: str | None, templates=TEMPLATES, conditionals=CONDITIONALS, unescaped=TEMPLATES[2:3]) -> dict:
+def run(env_value: str | None, templates=TEMPLATES, conditionals=CONDITIONALS, unescaped=TEMPLATES[2:3],
+        cwd: Path | None = None, ansible_home: Path | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "EFFDET_JINJA_CODE_CACHE"}
     if env_value is not None:
         env["EFFDET_JINJA_CODE_CACHE"] = env_value
+    if ansible_home is not None:
+        env["ANSIBLE_HOME"] = str(ansible_home)
     done = subprocess.run([str(PYTHON), "-c", SCRIPT, str(REPO / "collections"),
                            json.dumps({"templates": templates, "conditionals": conditionals, "unescaped": unescaped})],
-                          env=env, capture_output=True, text=True, timeout=120, check=False)
+                          env=env, capture_output=True, text=True, timeout=120, check=False, cwd=cwd)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -88,6 +91,22 @@ def test_a_warm_cache_answers_every_compile_and_renders_the_same(tmp_path):
     assert off["unescaped"] == cold["unescaped"] == warm["unescaped"] == [r"c:\newx"]
     assert warm["rendered"][:2] == ["3-X", "20 {{ a }}"]
     assert warm["rendered"][2:] == [r"c:\\newx", "1,2,3", "a == 2", "1+2+3", "'2' == '2'"]
+
+
+def test_on_is_the_default_folder(tmp_path):
+    result = run("on", ansible_home=tmp_path / "home")
+    assert result["folder"] == str(tmp_path / "home" / "effdet_lab" / "jinja_code") and result["warnings"] == []
+    assert result["misses"] > 0
+
+
+def test_a_relative_folder_is_refused_by_name_value_and_rule(tmp_path):
+    """A typo (`of` for `off`) would make a cache folder wherever the run starts."""
+    result = run("of", cwd=tmp_path)
+    assert result["folder"] is None and result["misses"] == result["hits"] == 0
+    assert len(result["warnings"]) == 1
+    assert "EFFDET_JINJA_CODE_CACHE = 'of' breaks the rule: an absolute folder" in result["warnings"][0]
+    assert list(tmp_path.iterdir()) == []
+    assert result["rendered"] == run("off")["rendered"]
 
 
 def test_off_compiles_as_ansible_does(tmp_path):
