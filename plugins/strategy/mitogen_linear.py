@@ -242,7 +242,8 @@ class StrategyModule(MitogenLinear):
         """The controller-only runs kept since the last wait: a BatchWorker for each share but the first,
         then the main process's own share (in_main.batches)."""
         items, self._run_here = self._run_here, []
-        shares = in_main.batches(items, self._cpus)
+        # a process per CPU, the main process included, and no more batch workers than worker slots (forks)
+        shares = in_main.batches(items, min(self._cpus, len(self._workers) + 1))
         for share in shares[1:]:
             self._start_batch_worker(share)
         for host, task, task_vars, play_context in shares[0] if shares else []:
