@@ -26,6 +26,7 @@ import argparse
 import json
 import subprocess
 import sys
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -81,12 +82,6 @@ def data_stage(src: Path, name: str, run: str, scratch: Path, label: str, cache:
     got["put_s"] = round(sum(r["seconds"] for r in rows if r["task"].endswith(PUT_TASK)), 2)
     got["convert_s"] = round(sum(r["seconds"] for r in rows if any(c in r["task"] for c in CONVERT_TASKS)), 2)
     return got
-
-
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def every(values: list[float], digits: int = 1) -> str:
@@ -161,10 +156,10 @@ def main() -> int:
             print(f"[bench] rsync {rsyncs[-1]} s, transfer {firsts[-1]['put_s']} s", flush=True)
         print("[bench] data stage, no-change re-run", flush=True)
         rerun = data_stage(src, name, run, scratch, "rerun", cache)
-    first = {key: round(median([r[key] for r in firsts]), 2) for key in ("put_s", "convert_s", "wall_s")}
+    first = {key: round(statistics.median([r[key] for r in firsts]), 2) for key in ("put_s", "convert_s", "wall_s")}
     first.update(changed=firsts[-1]["changed"], rc=max(r["rc"] for r in firsts))
     res = {"images": args.images, "files": files, "mib": round(size / 2**20, 1),
-           "rsync_s": round(median(rsyncs), 2), "rsync_runs_s": rsyncs, "first": first, "firsts": firsts,
+           "rsync_s": round(statistics.median(rsyncs), 2), "rsync_runs_s": rsyncs, "first": first, "firsts": firsts,
            "rerun": rerun}
     out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
     out.with_suffix(".md").write_text(markdown(res))

@@ -165,7 +165,7 @@ def batches(items: list, cpus: int) -> list[list]:
     the main process's. One share below MIN_SPLIT items or with one CPU."""
     if len(items) < MIN_SPLIT or cpus < 2:
         return [items] if items else []
-    count = max(1, min(cpus, len(items) // MIN_SHARE))
+    count = min(cpus, len(items) // MIN_SHARE)      # at least 2: MIN_SPLIT items, 2 CPUs
     size, extra = divmod(len(items), count)
     shares, start = [], 0
     for index in range(count):
