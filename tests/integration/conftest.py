@@ -25,6 +25,7 @@ INVENTORY = REPO / "inventory" / "labbox"
 HOSTS = int(os.environ.get("LABBOX_TEST_HOSTS", "2"))
 RECAP = re.compile(r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
                    r"\s+failed=(?P<failed>\d+)", re.M)
+FAILED_LINE = re.compile(r"^\s*(fatal|failed): \[")
 
 
 @dataclass
@@ -40,6 +41,24 @@ class PlaybookRun:
     def changed(self) -> int:
         return sum(r["changed"] for r in self.recap.values())
 
+    def failures(self) -> list[str]:
+        """Each failed task's header and its `fatal:`/`failed:` lines (up to 1,500 characters each),
+        wherever they are in the output."""
+        found = []
+        for block in re.split(r"\n(?=TASK \[|RUNNING HANDLER \[|PLAY RECAP)", self.output):
+            lines = block.splitlines()
+            failed = [i for i, line in enumerate(lines) if FAILED_LINE.match(line)]
+            if failed:
+                found.append("\n".join([lines[0], *lines[failed[0]:]])[:1500])
+        return found
+
+    def tail(self, chars: int) -> str:
+        """What an assertion shows: every failed task (a long run's failure is often far above its
+        end), then the last `chars` characters of the output."""
+        failures = self.failures()
+        head = "failed tasks:\n" + "\n".join(failures) + "\n... the output's end:\n" if failures else ""
+        return head + self.output[-chars:]
+
 
 def playbook_command(playbook: str, *args: str, inventory: Path = INVENTORY) -> tuple[list[str], dict[str, str]]:
     """The ansible-playbook command line on the lab-in-a-box inventory, and its environment;
@@ -52,7 +71,14 @@ def run_playbook(playbook: str, *args: str, timeout: int = 1800, inventory: Path
     """ansible-playbook from the repo root (its ansible.cfg), output captured."""
     cmd, env = playbook_command(playbook, *args, inventory=inventory)
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-    return PlaybookRun(proc.returncode, proc.stdout + proc.stderr)
+    run = PlaybookRun(proc.returncode, proc.stdout + proc.stderr)
+    keep = os.environ.get("EFFDET_TEST_PLAY_LOGS")  # a folder: every run's whole output, for a post-mortem
+    if keep:
+        folder = Path(keep)
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = f"{time.strftime('%H%M%S')}-{os.getpid()}-{Path(playbook).stem}-rc{run.rc}"
+        (folder / f"{stamp}.log").write_text(f"$ {' '.join(cmd)}\n{run.output}", encoding="utf-8")
+    return run
 
 
 @dataclass
@@ -65,9 +91,9 @@ def verify_results(run: PlaybookRun) -> VerifyRun:
     """What a passed run of playbooks/verify.yml reported: its own results folder (the play names it;
     verify runs in both lanes of `make test`, so the newest folder may be another run's) and the
     checks that ran, none failed or in error."""
-    assert run.rc == 0, run.output[-5000:]
+    assert run.rc == 0, run.tail(5000)
     found = re.search(r"details: (\S+/verify-[0-9-]+)\)", run.output)
-    assert found, run.output[-3000:]
+    assert found, run.tail(3000)
     folder = Path(found.group(1))
     suite = ET.parse(folder / "junit.xml").getroot().find("testsuite")
     assert int(suite.get("failures")) == 0 and int(suite.get("errors")) == 0
@@ -154,7 +180,7 @@ def lab_hosts() -> list[str]:
 def converged_hosts(lab_hosts: list[str]) -> list[str]:
     """The hosts after the host layer has converged."""
     run = run_playbook("playbooks/host.yml")
-    assert run.rc == 0, run.output[-4000:]
+    assert run.rc == 0, run.tail(4000)
     return lab_hosts
 
 
@@ -163,8 +189,8 @@ def lab_deployed(converged_hosts: list[str]) -> dict:
     """The lab image (built once per session) and the lab container on every host."""
     started = time.monotonic()
     image = run_playbook("playbooks/image.yml")
-    assert image.rc == 0, image.output[-5000:]
+    assert image.rc == 0, image.tail(5000)
     built_s = time.monotonic() - started
     container = run_playbook("playbooks/container.yml")
-    assert container.rc == 0, container.output[-5000:]
+    assert container.rc == 0, container.tail(5000)
     return {"hosts": converged_hosts, "image_run_s": built_s, "image": image, "container": container}

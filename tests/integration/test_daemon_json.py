@@ -78,7 +78,7 @@ def test_check_mode_on_a_bare_host_changes_nothing_and_names_the_changes(host, t
     started = time.monotonic()
     run = host.play("site.yml", "--check", "--diff", "-e", extra(tmp_path, NESTED))
     check_s = time.monotonic() - started
-    assert run.rc == 0, run.output[-4000:]
+    assert run.rc == 0, run.tail(4000)
     assert run.recap[host.name]["failed"] == 0
     assert run.recap[host.name]["changed"] > 0
     would = changed_tasks(run)
@@ -95,7 +95,7 @@ def test_check_mode_on_a_bare_host_changes_nothing_and_names_the_changes(host, t
     started = time.monotonic()
     real = converge(host, tmp_path)
     real_s = time.monotonic() - started
-    assert real.rc == 0, real.output[-4000:]
+    assert real.rc == 0, real.tail(4000)
     made = changed_tasks(real)
     print(f"\nsite.yml --check --diff on a bare host: {check_s:.1f} s, changed={run.recap[host.name]['changed']}, "
           f"failed=0 ({len(would)} tasks would change); then the real host layer: {real_s:.1f} s, "
@@ -119,7 +119,7 @@ def test_nested_settings_survive_a_converge_that_sets_nested_keys(host, tmp_path
     assert {"admin-runc", "nvidia"} <= set(info["Runtimes"])
     assert info["LiveRestoreEnabled"] is True
     again = converge(host, tmp_path)
-    assert again.rc == 0 and again.changed() == 0, again.output[-3000:]
+    assert again.rc == 0 and again.changed() == 0, again.tail(3000)
 
 
 def test_host_value_of_the_wrong_type_is_refused_before_any_write(host, tmp_path):
@@ -130,7 +130,7 @@ def test_host_value_of_the_wrong_type_is_refused_before_any_write(host, tmp_path
         run = converge(host, tmp_path)
         assert run.rc != 0
         text = " ".join(run.output.split())
-        assert "runtimes is null in the host's file, where a JSON object belongs" in text, run.output[-3000:]
+        assert "runtimes is null in the host's file, where a JSON object belongs" in text, run.tail(3000)
         assert run.recap[host.name]["changed"] == 0
         assert json.loads(host.read(CONFIG)) == broken
     finally:
@@ -147,7 +147,7 @@ def test_a_value_dockerd_rejects_leaves_it_on_the_last_accepted_file(host, tmp_p
     run = converge(host, tmp_path, {"docker_daemon_insecure_registries": ["10.0.0.0/33"]})
     assert run.rc != 0
     text = " ".join(run.output.split())
-    assert "rejects the new /etc/docker/daemon.json (changed keys: insecure-registries" in text, run.output[-3000:]
+    assert "rejects the new /etc/docker/daemon.json (changed keys: insecure-registries" in text, run.tail(3000)
     assert "insecure registry 10.0.0.0/33 is not valid" in text, "dockerd's own words"
     assert run.recap[host.name]["changed"] == 0
     assert host.read(CONFIG) == accepted
@@ -158,9 +158,9 @@ def test_a_value_dockerd_rejects_leaves_it_on_the_last_accepted_file(host, tmp_p
     typo = converge(host, tmp_path, {"docker_daemon_insecure_registries": ["foo bar"]})
     assert typo.rc != 0
     assert ('docker_daemon_insecure_registries = ["foo bar"] breaks the rule: every insecure registry is'
-            in " ".join(typo.output.split())), typo.output[-3000:]
+            in " ".join(typo.output.split())), typo.tail(3000)
     good = converge(host, tmp_path)
-    assert good.rc == 0 and good.changed() == 0, good.output[-3000:]
+    assert good.rc == 0 and good.changed() == 0, good.tail(3000)
 
 
 def test_reload_is_checked_and_backups_do_not_pile_up(host, tmp_path):
@@ -168,7 +168,7 @@ def test_reload_is_checked_and_backups_do_not_pile_up(host, tmp_path):
     for debug in (True, False, True):
         run = converge(host, tmp_path, {"docker_daemon_extra_config": {
             **NESTED["docker_daemon_extra_config"], "debug": debug}})
-        assert run.rc == 0, run.output[-3000:]
+        assert run.rc == 0, run.tail(3000)
         assert "Reload dockerd (debug)" in run.output
         info = json.loads(host.sh("docker info --format '{{json .}}'").stdout)
         assert info["Debug"] is debug
@@ -186,31 +186,31 @@ def test_toolkit_version_moves_through_its_hold(host, tmp_path):
     assert versions() == {"1.17.8-1 hold ok installed"}
     older = {"nvidia_container_toolkit_version": "1.17.7-1"}
     down = converge(host, tmp_path, older)
-    assert down.rc == 0, down.output[-3000:]
+    assert down.rc == 0, down.tail(3000)
     assert versions() == {"1.17.7-1 hold ok installed"}
     again = converge(host, tmp_path, older)
-    assert again.rc == 0 and again.changed() == 0, again.output[-3000:]
+    assert again.rc == 0 and again.changed() == 0, again.tail(3000)
     up = converge(host, tmp_path)
-    assert up.rc == 0, up.output[-3000:]
+    assert up.rc == 0, up.tail(3000)
     assert versions() == {"1.17.8-1 hold ok installed"}
     # An admin lifts the hold of one package: the next run (which asks dpkg once and skips the hold task
     # when every package is held) sees it and holds it again, and the run after changes nothing.
     host.sh("echo 'libnvidia-container1 install' | dpkg --set-selections")
     assert "1.17.8-1 install ok installed" in versions()
     rehold = converge(host, tmp_path)
-    assert rehold.rc == 0, rehold.output[-3000:]
+    assert rehold.rc == 0, rehold.tail(3000)
     assert changed_tasks(rehold) == {("nvidia_container_toolkit", "Hold the toolkit packages at the pinned version")}
     assert versions() == {"1.17.8-1 hold ok installed"}
     settled = converge(host, tmp_path)
-    assert settled.rc == 0 and settled.changed() == 0, settled.output[-3000:]
+    assert settled.rc == 0 and settled.changed() == 0, settled.tail(3000)
 
 
 def test_teardown_restores_the_hand_made_file_through_docker_daemon(host, tmp_path):
     down = host.play("playbooks/teardown.yml", "-e", "lab_teardown_restore_daemon_json=true")
-    assert down.rc == 0, down.output[-3000:]
+    assert down.rc == 0, down.tail(3000)
     assert "docker_daemon : Ask dockerd whether it accepts the new configuration" in down.output
     assert json.loads(host.read(CONFIG)) == HAND_MADE
     info = json.loads(host.sh("docker info --format '{{json .}}'").stdout)
     assert "nvidia" not in info["Runtimes"] and info["LiveRestoreEnabled"] is False
     again = host.play("playbooks/teardown.yml", "-e", "lab_teardown_restore_daemon_json=true")
-    assert again.rc == 0 and again.changed() == 0, again.output[-3000:]
+    assert again.rc == 0 and again.changed() == 0, again.tail(3000)

@@ -105,7 +105,7 @@ def test_an_admins_docker_ce_and_its_container_are_kept(scratch_host: ScratchHos
     assert before["Running"], before
 
     first, first_s = timed_play(host)
-    assert first.rc == 0, first.output[-5000:]
+    assert first.rc == 0, first.tail(5000)
     assert "keeps the installed Docker engine (docker-ce 5:20.10.24~3-0~debian-bookworm" in first.output
     packages = installed(host)
     assert all(p in packages for p in DOCKER_PACKAGES), packages
@@ -118,19 +118,19 @@ def test_an_admins_docker_ce_and_its_container_are_kept(scratch_host: ScratchHos
     assert after["uptime_s"] >= before["uptime_s"] + int(first_s) - 1
 
     second, second_s = timed_play(host)
-    assert second.rc == 0 and second.changed() == 0, second.output[-5000:]
+    assert second.rc == 0 and second.changed() == 0, second.tail(5000)
 
     # An explicit distro source would make apt replace docker-ce with docker.io.
     refused, refused_s = timed_play(host, "-e", "docker_engine_source=distro")
     text = " ".join(refused.output.split())
-    assert refused.rc != 0, refused.output[-5000:]
+    assert refused.rc != 0, refused.tail(5000)
     assert "docker_engine_source=distro on scratch-3: installing docker.io" in text, text[-3000:]
     assert "would make apt REMOVE" in text and "Nothing was changed." in text, text[-3000:]
     removed = re.search(r"would make apt REMOVE (.*?)\. docker_engine never", text)
     assert removed and set(DOCKER_PACKAGES) <= set(removed[1].split(", ")), text[-3000:]
     assert "docker_engine_allow_removals" in text
     assert failed_tasks(refused.output) == ["docker_engine : Refuse an install that would make apt remove packages"]
-    assert refused.changed() == 0, refused.output[-5000:]
+    assert refused.changed() == 0, refused.tail(5000)
     assert installed(host) == packages
     last = container_state(host)
     assert (last["Pid"], last["StartedAt"], last["RestartCount"]) == (before["Pid"], before["StartedAt"], 0)
@@ -154,12 +154,12 @@ def test_docker_source_installs_docker_ce_on_a_bare_host_and_check_mode_is_clean
     # Check mode on a bare host: docker_engine must not fail (nothing is installed yet).
     check, check_s = timed_play(host, "--check")
     engine_failures = [t for t in failed_tasks(check.output) if t.startswith("docker_engine")]
-    assert engine_failures == [], check.output[-5000:]
+    assert engine_failures == [], check.tail(5000)
     assert "docker.io" not in installed(host)
 
     extra = ["-e", "docker_engine_source=docker"]
     first, first_s = timed_play(host, *extra)
-    assert first.rc == 0, first.output[-5000:]
+    assert first.rc == 0, first.tail(5000)
     packages = installed(host)
     assert packages.get("docker-ce") == DOUBLE_VERSION and packages.get("docker-ce-cli") == DOUBLE_VERSION, packages
     assert "containerd.io" in packages and "docker-buildx-plugin" in packages and "docker.io" not in packages
@@ -169,7 +169,7 @@ def test_docker_source_installs_docker_ce_on_a_bare_host_and_check_mode_is_clean
     assert host.sh("docker version --format '{{.Server.Version}}'").stdout.startswith("20.10.24")
 
     second, second_s = timed_play(host, *extra)
-    assert second.rc == 0 and second.changed() == 0, second.output[-5000:]
+    assert second.rc == 0 and second.changed() == 0, second.tail(5000)
     print(f"\n[docker_engine docker source] bare scratch-3:\n"
           f"  host.yml --check on the bare host: {check_s:.1f} s, rc={check.rc}, changed={check.changed()}, "
           f"failed tasks: {failed_tasks(check.output) or 'none'}\n"

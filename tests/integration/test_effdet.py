@@ -37,7 +37,7 @@ def effdet_run(lab_deployed, tmp_path_factory):
     shutil.rmtree(RESULTS, ignore_errors=True)
     tmp = tmp_path_factory.mktemp("effdet")
     first = run_playbook("playbooks/effdet.yml", "-e", extra_vars(tmp))
-    assert first.rc == 0, first.output[-6000:]
+    assert first.rc == 0, first.tail(6000)
     return {"hosts": lab_deployed["hosts"], "first": first, "tmp": tmp}
 
 
@@ -139,16 +139,16 @@ def test_annotated_images_came_back(effdet_run):
 
 def test_second_run_changes_nothing(effdet_run):
     again = run_playbook("playbooks/effdet.yml", "-e", extra_vars(effdet_run["tmp"]))
-    assert again.rc == 0, again.output[-4000:]
-    assert again.changed() == 0, again.output[-4000:]
+    assert again.rc == 0, again.tail(4000)
+    assert again.changed() == 0, again.tail(4000)
 
 
 def test_site_check_mode_with_diff_changes_nothing(effdet_run):
     """The whole site.yml in check mode with --diff, on hosts where everything has converged: every
     stage runs its read-only path and reports no change."""
     run = run_playbook("site.yml", "--check", "--diff", "-e", extra_vars(effdet_run["tmp"]))
-    assert run.rc == 0, run.output[-4000:]
-    assert run.changed() == 0, run.output[-4000:]
+    assert run.rc == 0, run.tail(4000)
+    assert run.changed() == 0, run.tail(4000)
     assert set(effdet_run["hosts"]) <= set(run.recap), run.recap
 
 
@@ -157,8 +157,8 @@ def test_status_reports_every_host(effdet_run):
     benchmark, printed and written as JSON and Markdown on the controller."""
     before = set((REPO / "results").glob("status-*.json"))
     run = run_playbook("playbooks/status.yml")
-    assert run.rc == 0, run.output[-4000:]
-    assert run.changed() == 0, run.output[-4000:]
+    assert run.rc == 0, run.tail(4000)
+    assert run.changed() == 0, run.tail(4000)
     (report,) = set((REPO / "results").glob("status-*.json")) - before
     rows = {r["host"]: r for r in json.loads(report.read_text())}
     assert set(rows) == set(effdet_run["hosts"])
@@ -188,7 +188,7 @@ def test_bad_inputs_fail_clearly(effdet_run, tmp_path, overrides, message):
     run = run_playbook("playbooks/effdet.yml", "-e",
                        extra_vars(tmp_path, **{"effdet_tasks_run_name": f"{RUN}-bad", **overrides}))
     assert run.rc != 0
-    assert message in " ".join(run.output.split()), run.output[-3000:]
+    assert message in " ".join(run.output.split()), run.tail(3000)
 
 
 def test_corrupt_xml_is_reported_not_fatal(effdet_run, tmp_path):
@@ -199,11 +199,11 @@ def test_corrupt_xml_is_reported_not_fatal(effdet_run, tmp_path):
     run = run_playbook("playbooks/effdet.yml", "--tags", "data", "-e",
                        extra_vars(tmp_path, effdet_tasks_run_name=f"{RUN}-corrupt",
                                   effdet_tasks_dataset_name="voc-corrupt", effdet_tasks_dataset_src=str(data)))
-    assert run.rc == 0, run.output[-3000:]
+    assert run.rc == 0, run.tail(3000)
     # A new tree of more than 16 files: one tar, which under mitogen (ansible.cfg's strategy) goes
     # through Ansible's own ssh connection, not mitogen's file service.
     said = " ".join(run.output.split())
-    assert "files written, " in said and "through the tmp folder: ssh" in said, run.output[-3000:]
+    assert "files written, " in said and "through the tmp folder: ssh" in said, run.tail(3000)
     host = effdet_run["hosts"][0]
     report = json.loads((REPO / "results" / "effdet" / f"{RUN}-corrupt" / host / "data" / "train-report.json").read_text())
     issues = [i for i in report["issues"] if i["kind"] == "corrupt_xml"]
@@ -237,7 +237,7 @@ def test_a_bundle_in_parts_is_unpacked_part_by_part_while_the_next_are_sent(effd
 
     def put() -> dict:
         run = run_playbook(str(book))
-        assert run.rc == 0, run.output[-3000:]
+        assert run.rc == 0, run.tail(3000)
         said = run.output.split("PUT ", 1)[1]
         return json.loads(said[:said.index("}") + 1].replace('\\"', '"'))
 
@@ -275,7 +275,7 @@ def test_git_source_checks_out_the_pinned_commit_from_a_mirror(effdet_run, tmp_p
         effdet_tasks_git_url="http://effdet-lab-apt:8080/git/automl.git"))
     assert run.rc != 0
     said = " ".join(run.output.split())
-    assert "no main.py + model_inspect.py there" in said, run.output[-3000:]
+    assert "no main.py + model_inspect.py there" in said, run.tail(3000)
     assert f"starting training on {host} failed (exit 2): effdetlab.stages train: error: code_dir" in said, said[-3000:]
     checked_out = subprocess.run(["docker", "exec", f"effdet-lab-host-{host.rsplit('-', 1)[1]}", "git", "-C",
                                   "/srv/effdet-lab/data/effdet-lab/automl", "rev-parse", "HEAD"],
@@ -285,7 +285,7 @@ def test_git_source_checks_out_the_pinned_commit_from_a_mirror(effdet_run, tmp_p
     export = run_playbook("playbooks/effdet.yml", "--limit", host, "--tags", "export", "-e", extra_vars(
         tmp_path, effdet_tasks_code_source="git", effdet_tasks_git_version=pinned,
         effdet_tasks_git_url="http://effdet-lab-apt:8080/git/automl.git", effdet_tasks_hparams={"image_size": 256}))
-    assert export.rc != 0 and "Run the train stage first" in " ".join(export.output.split()), export.output[-3000:]
+    assert export.rc != 0 and "Run the train stage first" in " ".join(export.output.split()), export.tail(3000)
 
 
 def test_training_killed_with_its_container_resumes_on_the_next_run(effdet_run, tmp_path):
@@ -318,7 +318,7 @@ def test_training_killed_with_its_container_resumes_on_the_next_run(effdet_run, 
         first_output[-3000:]
 
     again = run_playbook(*args)
-    assert again.rc == 0, again.output[-4000:]
+    assert again.rc == 0, again.tail(4000)
     results = REPO / "results" / "effdet" / run_name / host / "train"
     status = json.loads((results / "train_status.json").read_text())
     assert status["state"] == "finished" and status["attempt"] == 2, status
@@ -342,11 +342,11 @@ def test_each_stage_alone_runs_with_the_values_given_now(effdet_run, tmp_path):
                "effdet_tasks_benchmark_modes": ["bm", "e2e", "tflite"]}
     export = run_playbook("playbooks/effdet.yml", "--limit", host, "--tags", "export",
                           "-e", extra_vars(tmp_path, **changed))
-    assert export.rc == 0, export.output[-4000:]
+    assert export.rc == 0, export.tail(4000)
     exported = json.loads((RESULTS / host / "export" / "export.json").read_text())
     assert exported["ok"] and exported["min_score_thresh"] == 0.25, exported
     infer = run_playbook("playbooks/effdet.yml", "--limit", host, "--tags", "infer", "-e", extra_vars(tmp_path, **changed))
-    assert infer.rc == 0, infer.output[-4000:]
+    assert infer.rc == 0, infer.tail(4000)
     inferred = json.loads((RESULTS / host / "infer" / "infer.json").read_text())
     assert inferred["min_score_thresh"] == 0.25 and list(inferred["image_size"]) == [384, 384], inferred
 

@@ -97,9 +97,9 @@ def test_bad_value_is_refused_before_any_change(converged_hosts, tmp_path, bad, 
     extra = tmp_path / "bad.json"
     extra.write_text(json.dumps(bad))
     run = run_playbook("playbooks/host.yml", "--limit", HOST, "-e", f"@{extra}")
-    assert run.rc != 0, run.output[-3000:]
-    assert message in " ".join(run.output.split()), run.output[-3000:]
-    assert run.recap[HOST]["changed"] == 0, run.output[-3000:]
+    assert run.rc != 0, run.tail(3000)
+    assert message in " ".join(run.output.split()), run.tail(3000)
+    assert run.recap[HOST]["changed"] == 0, run.tail(3000)
     assert host_file("/etc/docker/daemon.json") == before
 
 

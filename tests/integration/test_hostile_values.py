@@ -293,7 +293,7 @@ def test_table_size_and_time(hostile_runs):
         assert sum(c.var.startswith(prefix) for c in CASES) >= 10, prefix
     # The reference passed and changed nothing: the valid values are not refused, and the checks touch no host.
     for run, _ in hostile_runs["checks_only"]:
-        assert run.rc == 0 and run.recap[HOST]["changed"] == 0, run.output[-3000:]
+        assert run.rc == 0 and run.recap[HOST]["changed"] == 0, run.tail(3000)
         assert re.findall(r"^PLAY \[(.*?)\]", run.output, re.M)[0] == PREFLIGHT_PLAY
     # A refusal takes no longer than the checks with valid values (measured here: 5.5 to 6.2 s refused,
     # 6.9 s the checks alone, on an idle machine); 1.5x leaves room for the noise of a shared pool.
@@ -321,11 +321,11 @@ def test_non_default_sshd_port_converges_twice(lab_deployed, tmp_path):
     extra.write_text(json.dumps(PORT_VARS))
     try:
         first = run_playbook("site.yml", "--tags", "image,container", "--limit", HOST, "-e", f"@{extra}")
-        assert first.rc == 0, first.output[-5000:]
+        assert first.rc == 0, first.tail(5000)
         assert first.recap[HOST]["changed"] > 0
         second = run_playbook("site.yml", "--tags", "image,container", "--limit", HOST, "-e", f"@{extra}")
-        assert second.rc == 0, second.output[-5000:]
-        assert second.recap[HOST]["changed"] == 0, second.output[-5000:]
+        assert second.rc == 0, second.tail(5000)
+        assert second.recap[HOST]["changed"] == 0, second.tail(5000)
         bindings = docker_sh(HOST_CONTAINER, "docker inspect -f '{{json .HostConfig.PortBindings}}' effdet-lab").stdout
         assert json.loads(bindings) == {"2222/tcp": [{"HostIp": "0.0.0.0", "HostPort": "5522"}]}, bindings
         modes = docker_sh(HOST_CONTAINER, "stat -c '%a' /srv/effdet-lab/hostile-existing /srv/effdet-lab/hostile-new")
@@ -335,7 +335,7 @@ def test_non_default_sshd_port_converges_twice(lab_deployed, tmp_path):
     finally:
         back = run_playbook("site.yml", "--tags", "image,container", "--limit", HOST)
         docker_sh(HOST_CONTAINER, "rm -rf /srv/effdet-lab/hostile-existing /srv/effdet-lab/hostile-new", check=False)
-    assert back.rc == 0, back.output[-5000:]
+    assert back.rc == 0, back.tail(5000)
     # The lab as it was: the default container, and no image of this test's left behind.
     bindings = docker_sh(HOST_CONTAINER, "docker inspect -f '{{json .HostConfig.PortBindings}}' effdet-lab").stdout
     assert "22/tcp" in json.loads(bindings), bindings

@@ -34,7 +34,7 @@ def test_bad_input_fails_before_any_change(lab_deployed, tmp_path, playbook, ext
     extra_file = tmp_path / "extra.json"
     extra_file.write_text(json.dumps(extra))
     run = run_playbook(playbook, "--limit", host, "-e", f"@{extra_file}")
-    assert run.rc != 0, run.output[-3000:]
-    assert message in " ".join(run.output.split()), run.output[-3000:]
+    assert run.rc != 0, run.tail(3000)
+    assert message in " ".join(run.output.split()), run.tail(3000)
     assert "Nothing was changed" in run.output or "Docker would refuse" in run.output
     assert run.recap[host]["changed"] == 0 and run.recap[host]["failed"] == 1, run.recap

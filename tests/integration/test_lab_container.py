@@ -96,9 +96,9 @@ def test_container_spec(lab_deployed):
 
 def test_container_is_idempotent(lab_deployed):
     run = run_playbook("playbooks/container.yml")
-    assert run.rc == 0 and run.changed() == 0, run.output[-4000:]
+    assert run.rc == 0 and run.changed() == 0, run.tail(4000)
     run = run_playbook("playbooks/container.yml", "--check", "--diff")
-    assert run.rc == 0 and run.changed() == 0, run.output[-4000:]
+    assert run.rc == 0 and run.changed() == 0, run.tail(4000)
 
 
 def test_survives_a_docker_restart(lab_deployed):
@@ -128,7 +128,7 @@ def test_sudo_with_a_password_and_cuda_visible_devices(lab_deployed, tmp_path):
     try:
         for playbook in ("playbooks/image.yml", "playbooks/container.yml"):
             run = run_playbook(playbook, "--limit", host, "-e", f"@{extra}", "-v")
-            assert run.rc == 0, run.output[-4000:]
+            assert run.rc == 0, run.tail(4000)
             assert hashed not in run.output and password not in run.output
         r = lab_ssh(host, "LC_ALL=C sudo -n true")
         assert r.returncode != 0 and "password is required" in r.stderr, r.stderr
@@ -142,5 +142,5 @@ def test_sudo_with_a_password_and_cuda_visible_devices(lab_deployed, tmp_path):
     finally:
         for playbook in ("playbooks/image.yml", "playbooks/container.yml"):
             run = run_playbook(playbook, "--limit", host)
-            assert run.rc == 0, run.output[-4000:]
+            assert run.rc == 0, run.tail(4000)
     assert lab_ssh(host, "sudo -n true").returncode == 0

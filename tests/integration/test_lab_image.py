@@ -59,9 +59,9 @@ def test_rebuild_skipped_when_nothing_changed(lab_deployed):
     started = time.monotonic()
     run = run_playbook("playbooks/image.yml")
     elapsed = time.monotonic() - started
-    assert run.rc == 0, run.output[-4000:]
-    assert run.changed() == 0, run.output[-4000:]
-    assert run.output.count("unchanged, not rebuilt") == len(lab_deployed["hosts"]), run.output[-3000:]
+    assert run.rc == 0, run.tail(4000)
+    assert run.changed() == 0, run.tail(4000)
+    assert run.output.count("unchanged, not rebuilt") == len(lab_deployed["hosts"]), run.tail(3000)
     sizes = [line.split("msg: ", 1)[1].strip(" '") for line in run.output.splitlines() if "MiB over" in line]
     report = {"no_change_rerun_s": round(elapsed, 1), "first_run_s": round(lab_deployed["image_run_s"], 1),
               "size_over_base": sizes}
@@ -73,7 +73,7 @@ def test_rebuild_skipped_when_nothing_changed(lab_deployed):
 
 def test_check_mode_and_diff_report_nothing(lab_deployed):
     run = run_playbook("playbooks/image.yml", "--check", "--diff")
-    assert run.rc == 0 and run.changed() == 0, run.output[-4000:]
+    assert run.rc == 0 and run.changed() == 0, run.tail(4000)
 
 
 def test_tag_carries_the_context_hash(lab_deployed):
@@ -149,12 +149,12 @@ def test_older_images_are_pruned_but_not_the_ones_in_use(lab_deployed):
     host_sh(host, f"docker create --name effdet-lab-test-old-user {fakes[2]} true")
     try:
         run = run_playbook("playbooks/image.yml", "--limit", host)
-        assert run.rc == 0, run.output[-3000:]
+        assert run.rc == 0, run.tail(3000)
         left = set(host_sh(host, "docker images --format '{{.Repository}}:{{.Tag}}' effdet-lab/lab").stdout.split())
         # fakes[2] is in use; of the others the newest (fakes[1]) is kept, fakes[0] is removed.
         assert fakes[0] not in left and {fakes[1], fakes[2], current, "effdet-lab/lab:cpu"} <= left, left
         again = run_playbook("playbooks/image.yml", "--limit", host)
-        assert again.rc == 0 and again.changed() == 0, again.output[-3000:]
+        assert again.rc == 0 and again.changed() == 0, again.tail(3000)
     finally:
         host_sh(host, "docker rm -f effdet-lab-test-old-user", check=False)
         host_sh(host, f"docker rmi -f {' '.join(fakes)}", check=False)

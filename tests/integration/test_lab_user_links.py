@@ -94,7 +94,7 @@ def links_lab(lab_deployed, tmp_path_factory):
     """)
     tmp = tmp_path_factory.mktemp("links")
     first = data_stage(tmp, RUN)
-    assert first.rc == 0, first.output[-4000:]
+    assert first.rc == 0, first.tail(4000)
     state = host_state()
     assert f"{CANARY_DIR} 0:0 755" in state and f"{CANARY_SHADOW} 0:0 600" in state, state
     try:
@@ -118,10 +118,10 @@ def test_run_folder_planted_as_a_link_to_a_host_folder_is_refused(links_lab):
     as_lab_user(f"ln -s {CANARY_DIR} {CTR_RUNS}/{run_a}")
     try:
         run = data_stage(links_lab["tmp"], run_a)
-        assert run.rc != 0, run.output[-4000:]
+        assert run.rc != 0, run.tail(4000)
         assert (f"refusing {RUNS}/{run_a} (in the lab container: {CTR_RUNS}/{run_a}): it is a symlink to "
                 f"'{CANARY_DIR}'; root on the host never follows a link in the lab user's folders") in flat(run), \
-            run.output[-4000:]
+            run.tail(4000)
         assert_host_untouched(links_lab)
     finally:
         as_lab_user(f"rm -f {CTR_RUNS}/{run_a}")
@@ -136,10 +136,10 @@ def test_report_planted_as_a_link_to_a_host_file_is_skipped_or_refused(links_lab
     as_lab_user(f"mv {train}/report.md {train}/report.md.real; ln -s {CANARY_SHADOW} {train}/report.md")
     try:
         run = data_stage(links_lab["tmp"], RUN)
-        assert run.rc == 0, run.output[-4000:]
+        assert run.rc == 0, run.tail(4000)
         assert (f"[WARNING]: {HOST}: not fetched to the controller: refusing {RUNS}/{RUN}/data/train/report.md "
                 f"(in the lab container: {train}/report.md): it is a symlink to '{CANARY_SHADOW}'") in flat(run), \
-            run.output[-4000:]
+            run.tail(4000)
         assert (links_lab["results"] / "data" / "train-report.md").read_text() == kept
         assert_host_untouched(links_lab)
     finally:
@@ -148,9 +148,9 @@ def test_report_planted_as_a_link_to_a_host_file_is_skipped_or_refused(links_lab
     as_lab_user(f"mv {val}/report.json {val}/report.json.real; ln -s {CANARY_SHADOW} {val}/report.json")
     try:
         run = data_stage(links_lab["tmp"], RUN)
-        assert run.rc != 0, run.output[-4000:]
+        assert run.rc != 0, run.tail(4000)
         assert (f"refusing {RUNS}/{RUN}/data/val/report.json (in the lab container: {val}/report.json): it is a "
-                f"symlink to '{CANARY_SHADOW}'") in flat(run), run.output[-4000:]
+                f"symlink to '{CANARY_SHADOW}'") in flat(run), run.tail(4000)
         assert_host_untouched(links_lab)
     finally:
         as_lab_user(f"rm -f {val}/report.json; mv {val}/report.json.real {val}/report.json")
@@ -164,9 +164,9 @@ def test_folder_swapped_for_a_link_between_two_runs_is_refused(links_lab):
     as_lab_user(f"mv {run_dir}/data {run_dir}/data.real; ln -s {CANARY_DIR} {run_dir}/data")
     try:
         run = data_stage(links_lab["tmp"], RUN)
-        assert run.rc != 0, run.output[-4000:]
+        assert run.rc != 0, run.tail(4000)
         assert (f"refusing {RUNS}/{RUN}/data (in the lab container: {run_dir}/data): it is a symlink to "
-                f"'{CANARY_DIR}'") in flat(run), run.output[-4000:]
+                f"'{CANARY_DIR}'") in flat(run), run.tail(4000)
         assert_host_untouched(links_lab)
     finally:
         as_lab_user(f"rm -f {run_dir}/data; mv {run_dir}/data.real {run_dir}/data")
@@ -176,6 +176,6 @@ def test_the_lab_is_normal_again(links_lab):
     """With the links gone, the same run goes through and changes nothing."""
     assert as_lab_user(f"find {CTR_RUNS}/{RUN} -type l").stdout == ""
     run = data_stage(links_lab["tmp"], RUN)
-    assert run.rc == 0 and run.changed() == 0, run.output[-4000:]
+    assert run.rc == 0 and run.changed() == 0, run.tail(4000)
     assert "not fetched" not in run.output
     assert_host_untouched(links_lab)

@@ -32,7 +32,7 @@ def test_nosuid_data_folder_and_every_sudo_mode_pass_verify(scratch_host):
         host_vars.write_text("---\n" + yaml.safe_dump(variables or {}))
         for playbook in playbooks:
             run = host.play(playbook, timeout=900)
-            assert run.rc == 0, f"{playbook}: {run.output[-5000:]}"
+            assert run.rc == 0, f"{playbook}: {run.tail(5000)}"
         return run
 
     def probe(user: str) -> str:
@@ -45,9 +45,9 @@ def test_nosuid_data_folder_and_every_sudo_mode_pass_verify(scratch_host):
     # nosuid,nodev on: the unit mounts the folder on the host, the container inherits it.
     converge({"lab_container_volumes_nosuid": True}, "playbooks/image.yml", "playbooks/container.yml")
     again = converge({"lab_container_volumes_nosuid": True}, "playbooks/container.yml")
-    assert again.changed() == 0, again.output[-4000:]
+    assert again.changed() == 0, again.tail(4000)
     check = host.play("playbooks/container.yml", "--check", "--diff")
-    assert check.rc == 0 and check.changed() == 0, check.output[-4000:]
+    assert check.rc == 0 and check.changed() == 0, check.tail(4000)
     ran = verified_tests(host)
     assert any("test_lab_bind_volumes_nosuid" in name for name in ran), ran
     mounted = host.sh("docker exec effdet-lab sh -c 'mount | grep \" /data \"'").stdout

@@ -128,7 +128,7 @@ def recipe(standin) -> Iterator[dict]:
         converge_s = time.monotonic() - started
         print(f"\n[recipe image] converge of {host.name} (host, image, container, data): {converge_s:.1f} s",
               flush=True)
-        assert run.rc == 0, run.output[-6000:]
+        assert run.rc == 0, run.tail(6000)
         yield {"host": host, "run": run, "commit": commit, "converge_s": converge_s}
     finally:
         remove_scratch_host(host)

@@ -18,8 +18,8 @@ def test_the_host_layer_re_run_changes_nothing_under_ansibles_own_strategy_too(c
     proc = subprocess.run(cmd, cwd=REPO, env={**env, "ANSIBLE_STRATEGY": "linear"}, capture_output=True,
                           text=True, timeout=900, check=False)
     run = PlaybookRun(proc.returncode, proc.stdout + proc.stderr)
-    assert run.rc == 0, run.output[-4000:]
-    assert set(converged_hosts) <= set(run.recap) and run.changed() == 0, run.output[-4000:]
+    assert run.rc == 0, run.tail(4000)
+    assert set(converged_hosts) <= set(run.recap) and run.changed() == 0, run.tail(4000)
 
 
 def test_one_bad_host_is_reported_and_the_others_finish(converged_hosts):
@@ -42,16 +42,16 @@ def test_teardown_restores_the_hosts_own_daemon_json(converged_hosts):
         host_sh("effdet-lab-host-3",
                 f"mkdir -p /etc/docker && printf '%s' '{json.dumps(HAND_MADE)}' > /etc/docker/daemon.json")
         run = run_playbook("playbooks/host.yml", "--limit", "labhost-3")
-        assert run.rc == 0, run.output[-4000:]
+        assert run.rc == 0, run.tail(4000)
         merged = json.loads(host_sh("effdet-lab-host-3", "cat /etc/docker/daemon.json").stdout)
         assert merged["labels"] == ["rack=7"] and "registry-mirrors" in merged
         down = run_playbook("playbooks/teardown.yml", "--limit", "labhost-3", "-e", "lab_teardown_restore_daemon_json=true")
-        assert down.rc == 0, down.output[-4000:]
+        assert down.rc == 0, down.tail(4000)
         restored = host_sh("effdet-lab-host-3", "cat /etc/docker/daemon.json").stdout
         assert json.loads(restored) == HAND_MADE
         assert host_sh("effdet-lab-host-3", "systemctl is-active docker").stdout.strip() == "active"
         again = run_playbook("playbooks/teardown.yml", "--limit", "labhost-3", "-e", "lab_teardown_restore_daemon_json=true")
-        assert again.rc == 0 and again.changed() == 0, again.output[-3000:]
+        assert again.rc == 0 and again.changed() == 0, again.tail(3000)
     finally:
         labbox("up", "--hosts", "2")
 
@@ -62,6 +62,6 @@ def test_bad_value_for_a_later_stage_fails_before_the_host_layer(converged_hosts
     run = run_playbook("site.yml", "-e", f"@{extra}")
     assert run.rc != 0
     text = " ".join(run.output.split())
-    assert "effdet_tasks_model_name must be one of" in text, run.output[-3000:]
+    assert "effdet_tasks_model_name must be one of" in text, run.tail(3000)
     assert "docker_engine :" not in run.output, "no stage may start"
     assert all(r["changed"] == 0 for r in run.recap.values())

@@ -138,7 +138,7 @@ CONTROL
     try:
         run = cluster.play()
         assert run.rc != 0
-        assert message.format(controller=cluster.controller.name, node=node.name) in run.output, run.output[-3000:]
+        assert message.format(controller=cluster.controller.name, node=node.name) in run.output, run.tail(3000)
         assert run.recap[cluster.controller.name]["failed"] == 1, run.recap
         assert not installed(cluster.controller, "slurmd")
         assert not installed(cluster.controller, "munge")
@@ -149,7 +149,7 @@ CONTROL
 
 def test_check_mode_on_bare_hosts_changes_nothing(cluster: Cluster) -> None:
     run = cluster.play("--check", "--diff")
-    assert run.rc == 0, run.output[-3000:]
+    assert run.rc == 0, run.tail(3000)
     assert all(r["changed"] > 0 for r in run.recap.values()), run.recap
     untouched(cluster)
 
@@ -161,12 +161,12 @@ def sinfo(cluster: Cluster) -> dict[str, str]:
 
 def test_converges_twice(cluster: Cluster) -> None:
     first = cluster.play()
-    assert first.rc == 0, first.output[-4000:]
+    assert first.rc == 0, first.tail(4000)
     assert first.changed() > 0
     started = time.monotonic()
     second = cluster.play()
     took = time.monotonic() - started
-    assert second.rc == 0, second.output[-4000:]
+    assert second.rc == 0, second.tail(4000)
     assert second.changed() == 0, second.recap
     print(f"slurm stage, 2 nodes: no-change re-run {took:.1f} s")
     assert sinfo(cluster) == {cluster.controller.name: "idle", cluster.node.name: "idle"}
@@ -222,7 +222,7 @@ def test_a_node_taken_down_fails_the_play_with_its_reason(cluster: Cluster) -> N
     try:
         run = cluster.play("-e", "slurm_node_wait_seconds=4")
         assert run.rc != 0
-        assert f"{node.name} (down: disk replaced, test) in partition gpu" in run.output, run.output[-3000:]
+        assert f"{node.name} (down: disk replaced, test) in partition gpu" in run.output, run.tail(3000)
         assert run.changed() == 0
         verify = cluster.verify()
         assert verify.returncode != 0
@@ -272,7 +272,7 @@ def test_effdet_stages_run_as_slurm_jobs_through_site_yml(cluster: Cluster, tmp_
     # (The verifier's Slurm checks ran on this cluster above: test_converges_twice.)
     first = cluster.play("-e", extra, "--skip-tags", "verify", playbook="site.yml")
     took = time.monotonic() - started
-    assert first.rc == 0, first.output[-6000:]
+    assert first.rc == 0, first.tail(6000)
     jobs = effdet_jobs(cluster, RUN)
     names = sorted(rec["Name"].rsplit("-", 1)[-1] for rec in jobs.values())
     # Per host: its training, its export, the benchmark's exports, its inference; one array of 4 tasks.
@@ -282,6 +282,11 @@ def test_effdet_stages_run_as_slurm_jobs_through_site_yml(cluster: Cluster, tmp_
     assert all(rec["JobState"] == "COMPLETED" for rec in jobs.values()), jobs
     trains = [rec for rec in jobs.values() if rec["Name"].endswith("-train")]
     assert sorted(rec["NodeList"] for rec in trains) == sorted(h.name for h in cluster.hosts)
+    # Both hosts train the same configuration (one train id). A job pinned to a node names the node:
+    # a start that finds its own job still queued follows it, and must never take the other host's
+    # for its own (it did once in CI: scratch-10 followed scratch-9's training and failed).
+    pinned = [rec for rec in jobs.values() if not rec["Name"].endswith("-bench")]
+    assert all(f"-{rec['NodeList']}-" in rec["Name"] for rec in pinned), sorted(r["Name"] for r in pinned)
     print(f"\n[slurm effdet] site.yml on 2 bare hosts, stages as Slurm jobs: {took:.0f} s; array tasks on "
           + ", ".join(sorted(rec["NodeList"] for rec in array)))
     # Training progress came back as with docker exec.
@@ -305,7 +310,7 @@ def test_effdet_stages_run_as_slurm_jobs_through_site_yml(cluster: Cluster, tmp_
         assert host.sh("docker ps --all --quiet --filter name=effdet-job-").stdout.strip() == "", host.name
 
     second = cluster.play("-e", extra, playbook="playbooks/effdet.yml")
-    assert second.rc == 0, second.output[-4000:]
+    assert second.rc == 0, second.tail(4000)
     assert second.changed() == 0, second.recap
     assert effdet_jobs(cluster, RUN).keys() == jobs.keys(), "a run that changes nothing submits no job"
 
@@ -319,7 +324,7 @@ def test_a_failed_benchmark_task_fails_the_play_naming_it(cluster: Cluster, tmp_
     assert run.rc != 0
     text = " ".join(run.output.split())
     match = re.search(r"The benchmark sweep \(Slurm array (\d+)\) is incomplete: (.*?) logs in", text)
-    assert match, run.output[-4000:]
+    assert match, run.tail(4000)
     array, said = match.groups()
     for task, label in enumerate(["batch 1 threads 1", "batch 1 threads 2", "batch 2 threads 1", "batch 2 threads 2"]):
         assert re.search(rf"task {task} \(efficientdet-d0 bm {label}\): Slurm job {array}_{task} FAILED on "
