@@ -7,6 +7,7 @@ brought up by `python -m labbox up`; a test that needs a bare host asks for
 from __future__ import annotations
 
 import fcntl
+import itertools
 import os
 import re
 import shutil
@@ -26,6 +27,7 @@ HOSTS = int(os.environ.get("LABBOX_TEST_HOSTS", "2"))
 RECAP = re.compile(r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
                    r"\s+failed=(?P<failed>\d+)", re.M)
 FAILED_LINE = re.compile(r"^\s*(fatal|failed): \[")
+PLAY_LOG_COUNT = itertools.count(1)
 
 
 @dataclass
@@ -76,7 +78,7 @@ def run_playbook(playbook: str, *args: str, timeout: int = 1800, inventory: Path
     if keep:
         folder = Path(keep)
         folder.mkdir(parents=True, exist_ok=True)
-        stamp = f"{time.strftime('%H%M%S')}-{os.getpid()}-{Path(playbook).stem}-rc{run.rc}"
+        stamp = f"{time.strftime('%H%M%S')}-{os.getpid()}-{next(PLAY_LOG_COUNT):03d}-{Path(playbook).stem}-rc{run.rc}"
         (folder / f"{stamp}.log").write_text(f"$ {' '.join(cmd)}\n{run.output}", encoding="utf-8")
     return run
 

@@ -71,6 +71,13 @@ BAD_VALUES = [
                  "docker_daemon_backups_keep = 0 breaks the rule: keep at least 1", id="daemon-backups-zero"),
     pytest.param({"nvidia_container_toolkit_version": "latest"},
                  "the version must look like 1.17.8-1", id="toolkit-version-latest"),
+    pytest.param({"nvidia_container_toolkit_legacy_sources": ["/etc/apt/sources.list.d/nvidia-docker.list",
+                                                              "/etc/passwd"]},
+                 'nvidia_container_toolkit_legacy_sources = ["/etc/passwd"] breaks the rule: every legacy source is '
+                 "a list file of apt's own folder", id="toolkit-legacy-source-outside-apt"),
+    pytest.param({"nvidia_container_toolkit_legacy_sources": ["/etc/apt/sources.list.d/../../passwd.list"]},
+                 "nvidia_container_toolkit_legacy_sources = [\"/etc/apt/sources.list.d/../../passwd.list\"] breaks the rule",
+                 id="toolkit-legacy-source-dotdot"),
     pytest.param({"nvidia_container_toolkit_source": "ppa"},
                  "nvidia_container_toolkit_source must be one of: repo, debs", id="toolkit-source-choice"),
     pytest.param({"nvidia_container_toolkit_repo_key_fingerprint": "C95B321B"},

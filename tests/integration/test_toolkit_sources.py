@@ -8,10 +8,11 @@ from __future__ import annotations
 import json
 import subprocess
 
-from conftest import REPO, run_playbook
+from conftest import REPO, docker_sh, run_playbook
 
 HOST = "labhost-1"
 CONTAINER = "effdet-lab-host-1"
+LISTS = "/etc/apt/sources.list.d"
 PACKAGES = ["nvidia-container-toolkit", "nvidia-container-toolkit-base", "libnvidia-container-tools",
             "libnvidia-container1"]
 
@@ -28,6 +29,11 @@ def test_offline_deb_folder_installs_the_pinned_toolkit(converged_hosts, tmp_pat
                     f"apt-mark unhold {' '.join(PACKAGES)} >/dev/null; apt-get purge -y -qq {' '.join(PACKAGES)} >/dev/null"],
                    check=True)
     assert dpkg_versions() == {}
+    # The legacy lists an old install left (one of them a link), beside an admin's own list.
+    docker_sh(CONTAINER, f"cd {LISTS} && echo '# deb http://old/ /' > nvidia-docker.list && "
+                         "echo '# deb http://old/ /' > libnvidia-container.list && "
+                         "echo keep > /root/runtime-target && ln -s /root/runtime-target nvidia-container-runtime.list && "
+                         "echo '# an admin list' > admin.list")
     extra = tmp_path / "offline.json"
     extra.write_text(json.dumps({"nvidia_container_toolkit_source": "debs",
                                  "nvidia_container_toolkit_debs_dir": str(debs)}))
@@ -37,6 +43,11 @@ def test_offline_deb_folder_installs_the_pinned_toolkit(converged_hosts, tmp_pat
     installed = dpkg_versions()
     assert sorted(installed) == sorted(PACKAGES)
     assert all(" 1.17.8-1 hold ok installed" in line for line in installed.values()), installed
+    lists = docker_sh(CONTAINER, f"ls -A {LISTS}").stdout.split()
+    assert not {"nvidia-docker.list", "libnvidia-container.list", "nvidia-container-runtime.list"} & set(lists), lists
+    assert "admin.list" in lists, lists
+    assert docker_sh(CONTAINER, "cat /root/runtime-target").stdout == "keep\n", "a link's target is never removed"
+    docker_sh(CONTAINER, f"rm {LISTS}/admin.list /root/runtime-target")
     again = run_playbook("playbooks/host.yml", "--limit", HOST, "-e", f"@{extra}")
     assert again.rc == 0 and again.recap[HOST]["changed"] == 0, again.tail(3000)
     # Back on the repository source, nothing changes: same pinned version.
