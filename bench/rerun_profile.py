@@ -17,12 +17,21 @@ A variant with a git ref runs that commit's site.yml from a git worktree that
 shares this checkout's venvs and lab-in-a-box (the "before" of a change).
 
     .venv/bin/python bench/rerun_profile.py --hosts 1,8 \
-        --variant before@938e3cf --variant after [--tags host] [--out bench/results/rerun]
+        --variant before@938e3cf --variant after [--tags host] [--alternate] [--out bench/results/rerun]
 
 --hosts takes one fleet size or several (comma-separated); each variant runs on
 each size, and with several sizes the summary adds how the re-run scales: its
 time on N hosts over its time on the smallest fleet, per variant, from the same
 bench run.
+
+--alternate (with several sizes) adds a second scaling figure that this
+machine's slower and faster stretches cannot tilt: per variant, one fleet of
+the largest size, converged once, then --reruns rounds that each re-run every
+size in turn on the same fleet (`--limit` to its first N hosts). The sizes'
+medians and their ratios go in a table of their own and in <out>.alternating.json.
+A smaller fleet inside a larger inventory is not quite a fleet of that size
+alone (the other hosts idle, their inventory read), which is why both figures
+are given.
 
 Writes <out>.json (every run, with its per-task rows), <out>.md (the summary
 table, the scaling table and each run's slowest re-run tasks) and <out>.png
@@ -162,7 +171,70 @@ def measure(variant: dict, hosts: int, tags: str | None, scratch: Path, suffix: 
             "rerun_over_first": round(rerun["wall_s"] / base, 3) if base else None}
 
 
-def markdown(results: list[dict], top: int) -> str:
+def fleet_hosts(inventory: Path) -> list[str]:
+    """The lab-in-a-box's GPU hosts, in inventory order (labbox writes labhost-1 first)."""
+    import yaml
+
+    data = yaml.safe_load(inventory.read_text())
+    return list(data["all"]["children"]["gpu_hosts"]["hosts"])
+
+
+def median(values: list[float]) -> float:
+    """The lower middle value (as median_run picks a run)."""
+    return sorted(values)[(len(values) - 1) // 2]
+
+
+def alternate(variant: dict, sizes: list[int], tags: str | None, scratch: Path, rounds: int) -> dict:
+    """One fleet of the largest size, converged once; then `rounds` rounds, each re-running every size in
+    turn on that fleet (`--limit` to its first N hosts), the order reversed every other round."""
+    cwd = worktree(variant["ref"]) if variant["ref"] else REPO
+    largest = max(sizes)
+    print(f"[bench] {variant['label']}: alternating sizes {sizes} on one fleet of {largest}; first converge",
+          flush=True)
+    subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-m", "labbox", "up", "--hosts", str(largest), "--fresh"],
+                   cwd=REPO, check=True, capture_output=True)
+    names = fleet_hosts(REPO / "inventory" / "labbox" / "hosts.yml")
+    if len(names) < largest:
+        raise SystemExit(f"[bench] the lab-in-a-box lists {len(names)} host(s), not {largest}")
+    first = profiled_converge(cwd, tags, variant["env"], scratch / f"{variant['label']}-alt-first.jsonl")
+    runs: dict[int, list[dict]] = {n: [] for n in sizes}
+    for index in range(rounds):
+        # Ascending, then descending: neither size always runs right after the other.
+        for n in (sizes if index % 2 == 0 else sizes[::-1]):
+            run = profiled_converge(cwd, tags, variant["env"],
+                                    scratch / f"{variant['label']}-alt-{n}h-{index + 1}.jsonl",
+                                    extra=["--limit", ",".join(names[:n])])
+            runs[n].append(run)
+            print(f"[bench] {variant['label']}: round {index + 1}, {n} host(s): {run['wall_s']} s, "
+                  f"changed={run['changed']}", flush=True)
+    walls = {n: [r["wall_s"] for r in runs[n]] for n in sizes}
+    return {"label": variant["label"], "ref": variant["ref"], "tags": tags or "all", "fleet": largest,
+            "first_wall_s": first["wall_s"], "first_rc": first["rc"], "walls": walls,
+            "median_s": {n: median(walls[n]) for n in sizes},
+            "changed": {n: [r["changed"] for r in runs[n]] for n in sizes},
+            "rcs": {n: [r["rc"] for r in runs[n]] for n in sizes},
+            "hosts_seen": {n: sorted({r["hosts"] for r in runs[n]}) for n in sizes}}
+
+
+def alternating_table(alternated: list[dict]) -> list[str]:
+    """The sizes' medians from alternating rounds on one fleet, each over the smallest size's."""
+    if not alternated:
+        return []
+    sizes = sorted(alternated[0]["median_s"])
+    lines = ["", "### How the no-change re-run scales, sizes alternated on one fleet (same bench run)", "",
+             "| variant | " + " | ".join(f"{n} host(s) (s)" for n in sizes) + " | "
+             + " | ".join(f"{n} / {sizes[0]}" for n in sizes[1:]) + " | every round (s) |",
+             "|---|" + "---:|" * (2 * len(sizes) - 1) + "---|"]
+    for alt in alternated:
+        med = alt["median_s"]
+        rounds = " / ".join(", ".join(str(w) for w in alt["walls"][n]) for n in sizes)
+        lines.append(f"| {alt['label']} | " + " | ".join(str(med[n]) for n in sizes) + " | "
+                     + " | ".join(f"{med[n] / med[sizes[0]]:.2f}x" if med[sizes[0]] else "-" for n in sizes[1:])
+                     + f" | {rounds} |")
+    return lines
+
+
+def markdown(results: list[dict], top: int, alternated: list[dict] | None = None) -> str:
     lines = ["| variant | hosts | tags | first (s) | image build (s) | first w/o build (s) | re-run (s) | "
              "re-runs (s) | re-run / first w/o build | re-run changed | re-run tasks | controller CPU (s) | "
              "machine CPU (s) | CPU ms per host-task |",
@@ -176,6 +248,7 @@ def markdown(results: list[dict], top: int) -> str:
                      f"{s['host_tasks']} | {s['controller_cpu_s']} | {s['machine_cpu_s']} | "
                      f"{s['machine_cpu_ms_per_host_task']} |")
     lines += scaling(results)
+    lines += alternating_table(alternated or [])
     for r in results:
         lines += ["", f"### {r['label']}, {r['hosts']} host(s): the re-run's slowest tasks (all hosts)", "",
                   "| role | task | action | results | seconds |", "|---|---|---|---:|---:|"]
@@ -230,6 +303,8 @@ def main() -> int:
     ap.add_argument("--tags", default=None, help="site.yml --tags (default: the whole site)")
     ap.add_argument("--reruns", type=int, default=3,
                     help="no-change re-runs per variant and fleet size; the median one is reported (default 3)")
+    ap.add_argument("--alternate", action="store_true",
+                    help="also re-run the sizes alternately on one fleet of the largest (several sizes only)")
     ap.add_argument("--top", type=int, default=15, help="slowest re-run tasks listed per variant")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "rerun"))
     args = ap.parse_args()
@@ -240,14 +315,23 @@ def main() -> int:
     several = len(args.hosts) > 1
     if args.reruns < 1:
         ap.error(f"--reruns {args.reruns}: at least 1")
-    results = [measure(parse_variant(v), n, args.tags, scratch, f"-{n}h" if several else "", args.reruns)
-               for n in args.hosts for v in args.variant or ["now"]]
+    if args.alternate and not several:
+        ap.error("--alternate needs several fleet sizes (--hosts 1,8)")
+    variants = [parse_variant(v) for v in args.variant or ["now"]]
+    results = [measure(v, n, args.tags, scratch, f"-{n}h" if several else "", args.reruns)
+               for n in args.hosts for v in variants]
+    alternated = [alternate(v, args.hosts, args.tags, scratch, args.reruns) for v in variants] if args.alternate else []
     out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(results, args.top))
+    if alternated:
+        out.with_suffix(".alternating.json").write_text(json.dumps(alternated, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown(results, args.top, alternated))
     plot(results, out.with_suffix(".png"))
-    print(markdown(results, args.top))
-    return 0 if all(r["first"]["rc"] == 0 and not any(r["rerun_rcs"]) and not any(r["rerun_changed"])
-                    for r in results) else 1
+    print(markdown(results, args.top, alternated))
+    sound = all(r["first"]["rc"] == 0 and not any(r["rerun_rcs"]) and not any(r["rerun_changed"]) for r in results)
+    sound_alt = all(a["first_rc"] == 0 and not any(any(rcs) for rcs in a["rcs"].values())
+                    and not any(any(ch) for ch in a["changed"].values())
+                    and all(a["hosts_seen"][n] == [n] for n in a["hosts_seen"]) for a in alternated)
+    return 0 if sound and sound_alt else 1
 
 
 if __name__ == "__main__":
