@@ -143,18 +143,33 @@ def parse_hosts(text: str) -> list[int]:
     return sizes
 
 
+def lower_middle(items: list, key=None):
+    """The median item by key (the lower middle one of an even count)."""
+    return sorted(items, key=key)[(len(items) - 1) // 2]
+
+
 def median_run(runs: list[dict]) -> dict:
     """The run whose wall time is the median (the lower middle one of an even count)."""
-    return sorted(runs, key=lambda r: r["wall_s"])[(len(runs) - 1) // 2]
+    return lower_middle(runs, key=lambda r: r["wall_s"])
+
+
+def variant_cwd(variant: dict) -> Path:
+    """Where a variant's site.yml runs: its git ref's worktree, or this checkout."""
+    return worktree(variant["ref"]) if variant["ref"] else REPO
+
+
+def fresh_fleet(hosts: int) -> None:
+    """The lab-in-a-box with `hosts` fresh simulated hosts."""
+    subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-m", "labbox", "up", "--hosts", str(hosts), "--fresh"],
+                   cwd=REPO, check=True, capture_output=True)
 
 
 def measure(variant: dict, hosts: int, tags: str | None, scratch: Path, suffix: str = "", reruns: int = 1) -> dict:
     """First converge on fresh hosts, then `reruns` no-change re-runs; "rerun" is the median one (this
     machine's wall times vary by a tenth or more from run to run), "rerun_walls" all of them."""
-    cwd = worktree(variant["ref"]) if variant["ref"] else REPO
+    cwd = variant_cwd(variant)
     print(f"[bench] {variant['label']}: {hosts} fresh host(s), first converge", flush=True)
-    subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-m", "labbox", "up", "--hosts", str(hosts), "--fresh"],
-                   cwd=REPO, check=True, capture_output=True)
+    fresh_fleet(hosts)
     name = f"{variant['label']}{suffix}"
     first = profiled_converge(cwd, tags, variant["env"], scratch / f"{name}-first.jsonl")
     print(f"[bench] {variant['label']}: first {first['wall_s']} s (rc {first['rc']}); no-change re-run", flush=True)
@@ -179,20 +194,14 @@ def fleet_hosts(inventory: Path) -> list[str]:
     return list(data["all"]["children"]["gpu_hosts"]["hosts"])
 
 
-def median(values: list[float]) -> float:
-    """The lower middle value (as median_run picks a run)."""
-    return sorted(values)[(len(values) - 1) // 2]
-
-
 def alternate(variant: dict, sizes: list[int], tags: str | None, scratch: Path, rounds: int) -> dict:
     """One fleet of the largest size, converged once; then `rounds` rounds, each re-running every size in
     turn on that fleet (`--limit` to its first N hosts), the order reversed every other round."""
-    cwd = worktree(variant["ref"]) if variant["ref"] else REPO
+    cwd = variant_cwd(variant)
     largest = max(sizes)
     print(f"[bench] {variant['label']}: alternating sizes {sizes} on one fleet of {largest}; first converge",
           flush=True)
-    subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-m", "labbox", "up", "--hosts", str(largest), "--fresh"],
-                   cwd=REPO, check=True, capture_output=True)
+    fresh_fleet(largest)
     names = fleet_hosts(REPO / "inventory" / "labbox" / "hosts.yml")
     if len(names) < largest:
         raise SystemExit(f"[bench] the lab-in-a-box lists {len(names)} host(s), not {largest}")
@@ -210,7 +219,7 @@ def alternate(variant: dict, sizes: list[int], tags: str | None, scratch: Path, 
     walls = {n: [r["wall_s"] for r in runs[n]] for n in sizes}
     return {"label": variant["label"], "ref": variant["ref"], "tags": tags or "all", "fleet": largest,
             "first_wall_s": first["wall_s"], "first_rc": first["rc"], "walls": walls,
-            "median_s": {n: median(walls[n]) for n in sizes},
+            "median_s": {n: lower_middle(walls[n]) for n in sizes},
             "changed": {n: [r["changed"] for r in runs[n]] for n in sizes},
             "rcs": {n: [r["rc"] for r in runs[n]] for n in sizes},
             "hosts_seen": {n: sorted({r["hosts"] for r in runs[n]}) for n in sizes}}
