@@ -36,46 +36,10 @@ selections:
   returned: always
 """
 
-import re
-from typing import Any
-
 from ansible.module_utils.basic import AnsibleModule
 
-# Debian Policy 5.6.1: lowercase letters, digits, plus, minus and periods, at least two characters, starting
-# with a letter or digit. (An arch qualifier is not accepted: the roles ask by plain name.)
-NAME_RULE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
-FORMAT = "${Package}\\t${Version}\\t${Architecture}\\t${db:Status-Abbrev}\\n"
-SELECTIONS = {"u": "unknown", "i": "install", "h": "hold", "r": "deinstall", "p": "purge"}
-# The second letter of db:Status-Abbrev: installed (i), or installed with triggers awaited or pending (W, t).
-INSTALLED = ("i", "W", "t")
-
-
-def bad_names(names: list[str]) -> list[str]:
-    """The names that break NAME_RULE."""
-    return [name for name in names if not isinstance(name, str) or not NAME_RULE.match(name)]
-
-
-def parse(output: str, names: list[str]) -> dict[str, Any]:
-    """dpkg-query's lines (FORMAT) for `names`: the installed packages, the missing names, every selection."""
-    packages: dict[str, list[dict[str, str]]] = {}
-    selections: dict[str, str] = {}
-    for line in output.splitlines():
-        fields = line.split("\t")
-        if len(fields) != 4 or fields[0] not in names:
-            continue
-        name, version, arch, abbrev = fields
-        abbrev = abbrev.ljust(3)
-        selection = SELECTIONS.get(abbrev[0], "unknown")
-        # Several architectures of one package: hold wins for the report, as dpkg applies it per instance.
-        if selections.get(name) != "hold":
-            selections[name] = selection
-        if abbrev[1] in INSTALLED:
-            packages.setdefault(name, []).append(
-                {"name": name, "version": version, "arch": arch, "selection": selection, "source": "apt"})
-    for name in names:
-        selections.setdefault(name, "unknown")
-    return {"packages": packages, "missing": [name for name in names if name not in packages],
-            "selections": selections}
+from ansible_collections.effdet_lab.lab.plugins.module_utils.dpkg_query import (  # noqa: F401 (the tests' names)
+    FORMAT, NAME_RULE, bad_names, bad_names_message, command, failure, parse)
 
 
 def main() -> None:
@@ -84,16 +48,13 @@ def main() -> None:
     names = list(dict.fromkeys(module.params["names"]))
     bad = bad_names(names)
     if bad:
-        module.fail_json(msg="names: %s break the rule %s (Debian package names, no architecture qualifier)"
-                         % (", ".join(repr(name) for name in bad), NAME_RULE.pattern))
+        module.fail_json(msg=bad_names_message("names", bad))
     if not names:
         module.exit_json(changed=False, **parse("", []))
     dpkg_query = module.get_bin_path("dpkg-query", required=True)
-    # Exit 1 with "no packages found matching" on stderr is how dpkg-query says a name is unknown: not an error.
-    rc, out, err = module.run_command([dpkg_query, "--show", "--showformat", FORMAT, "--", *names],
-                                      environ_update={"LC_ALL": "C"})
-    if rc not in (0, 1) or (rc == 1 and "no packages found matching" not in err):
-        module.fail_json(msg="dpkg-query --show failed (exit %d): %s" % (rc, err.strip()), rc=rc)
+    rc, out, err = module.run_command(command(dpkg_query, names), environ_update={"LC_ALL": "C"})
+    if failure(rc, err):
+        module.fail_json(msg=failure(rc, err), rc=rc)
     module.exit_json(changed=False, **parse(out, names))
 
 

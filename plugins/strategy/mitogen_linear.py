@@ -27,7 +27,7 @@ Two more costs of every worker move to the main process, or to once a run:
 - Before each module of a collection, mitogen lists every installed collection
   (ansible.collections.list.list_collection_dirs), which imports each one and
   parses its meta/runtime.yml: 94 collections with the "ansible" package, in
-  every worker that runs such a module (effdet_lab.lab.dpkg_installed three
+  every worker that runs such a module (effdet_lab.lab.host_probe four
   times a host). Here the main process lists them once per run and mitogen's
   planner reuses that list.
 - The Python code Jinja compiles the templates and conditionals into is kept

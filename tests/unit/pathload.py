@@ -17,3 +17,17 @@ def load_module(path: Path, name: str) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def load_collection_module(path: Path, name: str, collections: Path) -> ModuleType:
+    """load_module for a file that imports the collection (ansible_collections.effdet_lab.lab...): the
+    collections folder is on sys.path only while it loads, and the ansible_collections packages this
+    imported are taken out of sys.modules again, so other tests import the collection (or not) as before."""
+    before = {key for key in sys.modules if key.split(".")[0] == "ansible_collections"}
+    sys.path.insert(0, str(collections))
+    try:
+        return load_module(path, name)
+    finally:
+        sys.path.remove(str(collections))
+        for key in [key for key in sys.modules if key.split(".")[0] == "ansible_collections" and key not in before]:
+            del sys.modules[key]

@@ -7,16 +7,20 @@ and agrees with dpkg-query's plain listing."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from pathload import load_module
+from pathload import load_collection_module
 
-MODULE = Path(__file__).resolve().parents[2] / "plugins" / "modules" / "dpkg_installed.py"
-dpkg = load_module(MODULE, "dpkg_installed")
+REPO = Path(__file__).resolve().parents[2]
+MODULE = REPO / "plugins" / "modules" / "dpkg_installed.py"
+# The module imports the collection's module_utils (effdet_lab.lab, collections/ links back to this checkout).
+COLLECTIONS = str(REPO / "collections")
+dpkg = load_collection_module(MODULE, "dpkg_installed", REPO / "collections")
 
 pytestmark = pytest.mark.skipif(shutil.which("dpkg-query") is None, reason="no dpkg-query on this machine")
 
@@ -85,7 +89,8 @@ def test_names_outside_debian_policy_are_refused(name: str) -> None:
 def run_module(args: dict, tmp_path: Path) -> dict:
     path = tmp_path / "args.json"
     path.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    proc = subprocess.run([sys.executable, str(MODULE), str(path)], capture_output=True, text=True, check=False)
+    proc = subprocess.run([sys.executable, str(MODULE), str(path)], capture_output=True, text=True, check=False,
+                          env={**os.environ, "PYTHONPATH": COLLECTIONS})
     return json.loads(proc.stdout)
 
 
