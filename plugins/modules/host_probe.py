@@ -62,9 +62,9 @@ RETURN = r"""
 packages:
   description:
     - As effdet_lab.lab.dpkg_installed, the installed ones (name to a list of instances).
-    - C(missing) and C(selections) come with it.
+    - C(missing) and C(selections) come with it; all three are empty where no package is asked about.
   type: dict
-  returned: when packages are asked about
+  returned: always
 unit:
   description:
     - The unit's properties as C(systemctl show) gives them.
@@ -197,6 +197,7 @@ def main() -> None:
     result: dict[str, Any] = {"changed": False}
 
     names = list(dict.fromkeys(params["packages"]))
+    result.update(parse("", []))
     if names:
         rc, out, err = module.run_command(command(module.get_bin_path("dpkg-query", required=True), names),
                                           environ_update={"LC_ALL": "C"})

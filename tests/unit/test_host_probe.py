@@ -80,7 +80,7 @@ def test_the_unit_its_program_and_the_properties_asked_for(tmp_path: Path) -> No
     assert result["unit_exec"] == {"path": str(dockerd), "exists": True}
     assert (tmp_path / "calls.txt").read_text().split() == [
         "show", "--no-pager", "--property=LoadState", "--property=ExecStart", "--", "docker"]
-    assert "packages" not in result and "file" not in result and result["present"] == []
+    assert result["packages"] == {} and result["missing"] == [] and "file" not in result and result["present"] == []
 
     dockerd.unlink()
     result = run_module({"unit": "docker"}, tmp_path, [bin_dir])
