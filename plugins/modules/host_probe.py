@@ -11,7 +11,8 @@ description:
     C(ansible.builtin.stat), C(slurp), C(systemd_service), C(find) and C(effdet_lab.lab.dpkg_installed).
     Each module call costs a worker on the controller and a module run on the host, and a no-change
     re-run of the host layer made 15 of them per host.
-  - Changes nothing, so it runs in check mode too. Every part is optional; a part not asked for is not returned.
+  - Changes nothing, so it runs in check mode too. Every part is optional. C(unit), C(unit_exec) and C(file) are
+    returned only where asked for; C(packages), C(missing), C(selections) and C(present) are empty where not.
   - C(packages) answers as C(effdet_lab.lab.dpkg_installed) does (one C(dpkg-query --show)).
   - C(unit) answers as C(ansible.builtin.systemd_service) without a state does (C(systemctl show), parsed the
     same way, multi-line C(Exec*) values included), and says whether the program its C(ExecStart) names exists.
