@@ -198,13 +198,13 @@ def main() -> None:
     result: dict[str, Any] = {"changed": False}
 
     names = list(dict.fromkeys(params["packages"]))
-    result.update(parse("", []))
+    out = ""
     if names:
         rc, out, err = module.run_command(command(module.get_bin_path("dpkg-query", required=True), names),
                                           environ_update={"LC_ALL": "C"})
         if failure(rc, err):
             module.fail_json(msg=failure(rc, err), rc=rc)
-        result.update(parse(out, names))
+    result.update(parse(out, names))
 
     if params.get("unit") is not None:
         systemctl = module.get_bin_path("systemctl", required=True)

@@ -5,6 +5,9 @@ module up there)."""
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -31,3 +34,25 @@ def load_collection_module(path: Path, name: str, collections: Path) -> ModuleTy
         sys.path.remove(str(collections))
         for key in [key for key in sys.modules if key.split(".")[0] == "ansible_collections" and key not in before]:
             del sys.modules[key]
+
+
+def run_collection_module(module: Path, args: dict, tmp_path: Path, collections: Path,
+                          path_dirs: list[Path] | None = None) -> dict:
+    """Run a module file of the collection as Ansible runs it (a subprocess given its arguments file), with
+    the collections folder on its PYTHONPATH and, first on its PATH, path_dirs; its JSON result."""
+    args_file = tmp_path / "args.json"
+    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
+    env = {**os.environ, "PYTHONPATH": str(collections)}
+    if path_dirs:
+        env["PATH"] = os.pathsep.join([*map(str, path_dirs), env.get("PATH", "")])
+    proc = subprocess.run([sys.executable, str(module), str(args_file)], capture_output=True, text=True,
+                          env=env, check=False)
+    return json.loads(proc.stdout)
+
+
+def dpkg_installed_versions() -> dict[str, str]:
+    """What this machine's dpkg-query lists as installed, name to version (the modules' answers are checked
+    against it)."""
+    listing = subprocess.run(["dpkg-query", "--show", "--showformat", "${Package}\t${Version}\t${db:Status-Abbrev}\n"],
+                             capture_output=True, text=True, check=True).stdout.splitlines()
+    return {line.split("\t")[0]: line.split("\t")[1] for line in listing if line.split("\t")[2][1:2] == "i"}

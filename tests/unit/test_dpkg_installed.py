@@ -6,20 +6,16 @@ the module itself runs as Ansible runs it, on this machine's own dpkg database,
 and agrees with dpkg-query's plain listing."""
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from pathload import load_collection_module
+from pathload import dpkg_installed_versions, load_collection_module, run_collection_module
 
 REPO = Path(__file__).resolve().parents[2]
 MODULE = REPO / "plugins" / "modules" / "dpkg_installed.py"
 # The module imports the collection's module_utils (effdet_lab.lab, collections/ links back to this checkout).
-COLLECTIONS = str(REPO / "collections")
 dpkg = load_collection_module(MODULE, "dpkg_installed", REPO / "collections")
 
 pytestmark = pytest.mark.skipif(shutil.which("dpkg-query") is None, reason="no dpkg-query on this machine")
@@ -87,17 +83,11 @@ def test_names_outside_debian_policy_are_refused(name: str) -> None:
 
 
 def run_module(args: dict, tmp_path: Path) -> dict:
-    path = tmp_path / "args.json"
-    path.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    proc = subprocess.run([sys.executable, str(MODULE), str(path)], capture_output=True, text=True, check=False,
-                          env={**os.environ, "PYTHONPATH": COLLECTIONS})
-    return json.loads(proc.stdout)
+    return run_collection_module(MODULE, args, tmp_path, REPO / "collections")
 
 
 def test_the_module_agrees_with_dpkg_on_this_machine(tmp_path: Path) -> None:
-    listing = subprocess.run(["dpkg-query", "--show", "--showformat", "${Package}\t${Version}\t${db:Status-Abbrev}\n"],
-                             capture_output=True, text=True, check=True).stdout.splitlines()
-    installed = {line.split("\t")[0]: line.split("\t")[1] for line in listing if line.split("\t")[2][1:2] == "i"}
+    installed = dpkg_installed_versions()
     some = sorted(installed)[:5]
     result = run_module({"names": [*some, "effdet-lab-no-such-package"], "_ansible_check_mode": True}, tmp_path)
     assert result["changed"] is False and not result.get("failed"), result

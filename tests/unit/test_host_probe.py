@@ -10,19 +10,15 @@ ExecStart included) and records the arguments it was called with.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from pathload import load_collection_module
+from pathload import dpkg_installed_versions, load_collection_module, run_collection_module
 
 REPO = Path(__file__).resolve().parents[2]
 MODULE = REPO / "plugins" / "modules" / "host_probe.py"
-COLLECTIONS = str(REPO / "collections")
 probe = load_collection_module(MODULE, "host_probe", REPO / "collections")
 
 SHOW = """Type=notify
@@ -38,14 +34,7 @@ UnitFileState=enabled
 
 
 def run_module(args: dict, tmp_path: Path, path_dirs: list[Path] | None = None) -> dict:
-    args_file = tmp_path / "args.json"
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    env = {**os.environ, "PYTHONPATH": COLLECTIONS}
-    if path_dirs:
-        env["PATH"] = os.pathsep.join([*map(str, path_dirs), env.get("PATH", "")])
-    proc = subprocess.run([sys.executable, str(MODULE), str(args_file)], capture_output=True, text=True,
-                          env=env, check=False)
-    return json.loads(proc.stdout)
+    return run_collection_module(MODULE, args, tmp_path, REPO / "collections", path_dirs)
 
 
 def fake_systemctl(tmp_path: Path, dockerd: Path) -> Path:
@@ -131,9 +120,7 @@ def test_present_lists_the_paths_that_exist_dangling_links_included(tmp_path: Pa
 
 @pytest.mark.skipif(shutil.which("dpkg-query") is None, reason="no dpkg-query on this machine")
 def test_packages_answer_as_dpkg_installed_does(tmp_path: Path) -> None:
-    listing = subprocess.run(["dpkg-query", "--show", "--showformat", "${Package}\t${Version}\t${db:Status-Abbrev}\n"],
-                             capture_output=True, text=True, check=True).stdout.splitlines()
-    installed = {line.split("\t")[0]: line.split("\t")[1] for line in listing if line.split("\t")[2][1:2] == "i"}
+    installed = dpkg_installed_versions()
     some = sorted(installed)[:3]
     result = run_module({"packages": [*some, "effdet-lab-no-such-package"], "_ansible_check_mode": True}, tmp_path)
     assert {name: [p["version"] for p in pkgs] for name, pkgs in result["packages"].items()} == \
