@@ -34,8 +34,8 @@ def host_layer_play(namespace: str) -> str:
     for play in plays:
         for task in play.get("pre_tasks", []):
             task["ansible.builtin.include_role"]["name"] = f"{namespace}.{task['ansible.builtin.include_role']['name']}"
-        for role in play["roles"]:
-            role["role"] = f"{namespace}.{role['role']}"
+        for task in play["tasks"]:
+            task["ansible.builtin.import_role"]["name"] = f"{namespace}.{task['ansible.builtin.import_role']['name']}"
     return yaml.safe_dump(plays, sort_keys=False, width=10**6)
 
 
