@@ -11,7 +11,7 @@ reach the host:
   `set_fact`, `validate_argument_spec`, and `include_tasks` and `include_role`
   (the worker returns what to include; the strategy includes it).
 
-On the host layer's no-change re-run these are 70 of the 89 tasks a host runs.
+On the host layer's no-change re-run these are 60 of the 68 tasks a host runs.
 
 Both run Ansible's own TaskExecutor in the main process, on a copy of the task
 and of the host's variables, and send its result through the same results
