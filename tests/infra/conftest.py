@@ -42,13 +42,19 @@ Inventory variables (host or group vars) read here:
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import shutil
+import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import pytest
+from testinfra.backend.ansible import AnsibleBackend
+from testinfra.backend.ssh import SshBackend
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -172,6 +178,48 @@ def _hostvars(host) -> dict[str, Any]:
     except (AttributeError, RuntimeError, NotImplementedError):
         # Not an ansible:// host (e.g. --hosts=ssh://...): defaults only.
         return {}
+
+
+def _ssh_backend(host) -> Optional[SshBackend]:
+    """The ssh backend that runs this host's commands, if it is one."""
+    backend = host.backend
+    if isinstance(backend, AnsibleBackend):
+        inner = backend.ansible_runner.get_host(
+            backend.host, ssh_config=backend.ssh_config, ssh_identity_file=backend.ssh_identity_file
+        )
+        backend = inner.backend if inner is not None else None
+    return backend if isinstance(backend, SshBackend) else None
+
+
+@pytest.fixture(scope="session")
+def _ssh_master_dir():
+    """A private folder for the ssh master connections of this run; the masters
+    are stopped and the folder removed when the run ends."""
+    path = tempfile.mkdtemp(prefix="effdet-ssh-")
+    yield path
+    for socket in sorted(Path(path).iterdir()):
+        # The path holds no % token: ssh talks to that socket whatever the host name.
+        subprocess.run(["ssh", "-o", f"ControlPath={socket}", "-O", "exit", "effdet-ssh-master"],
+                       capture_output=True, timeout=30, check=False)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _ssh_connection_reuse(host, _ssh_master_dir) -> None:
+    """One ssh login per host for the whole run, not one per command.
+
+    testinfra passes ansible.cfg's ssh_args (ControlMaster=auto, ControlPersist)
+    to ssh, but a master is only shared through a ControlPath, which it sets
+    only from ansible.cfg's control_path (unset here: mitogen, which runs the
+    plays, keeps its own connection). Without one, every command is a new
+    login: 26 per host. A host whose ssh options already name a ControlPath
+    keeps it."""
+    backend = _ssh_backend(host)
+    if backend is None or backend.controlpath or "controlpath" in (backend.ssh_extra_args or "").lower():
+        return
+    # testinfra formats the ssh command line with %: "%%C" reaches ssh as %C,
+    # a hash of the host, port and user (short enough for a socket path).
+    backend.controlpath = os.path.join(_ssh_master_dir, "%%C")
 
 
 @pytest.fixture(scope="module")

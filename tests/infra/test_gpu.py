@@ -161,6 +161,11 @@ def test_lab_tensorflow_lists_gpus(host, lab_container, lab_expected_gpus) -> No
     assert tf["name"] == ("/device:GPU:0" if n else ""), tf
 
 
-def test_lab_cuda_visible_devices_hides_gpus(host, lab_container) -> None:
+def test_lab_cuda_visible_devices_hides_gpus(host, lab_container, lab_expected_gpus) -> None:
+    """The recipe's switch to the CPU: with CUDA_VISIBLE_DEVICES=-1 TensorFlow sees no GPU."""
+    if not lab_expected_gpus:
+        # TensorFlow already sees none (test_lab_tensorflow_lists_gpus): hiding
+        # nothing proves nothing, and each probe is a TensorFlow import (~2.5 s CPU).
+        pytest.skip(f"{lab_container.name} was given no GPU: there is none to hide")
     tf = _tf(host, lab_container.name, env="-e CUDA_VISIBLE_DEVICES=-1 ")
     assert tf == {"gpus": [], "name": ""}, tf
