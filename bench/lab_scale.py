@@ -120,9 +120,21 @@ def plot(targets: list[dict], path: Path) -> None:
     fig.savefig(path)
 
 
-def part(script: str, *args: str) -> int:
-    print(f"[bench] {script} {' '.join(args)}", flush=True)
-    return subprocess.run([str(PYTHON), str(REPO / "bench" / script), *args], cwd=REPO, check=False).returncode
+def part(script: str, out: Path, *args: str) -> int:
+    """Run one bench script with --out `out`, after removing what an earlier run left there: a part that
+    fails before it writes must not leave an older run's figures in this run's table."""
+    for stale in (out.with_suffix(".json"), out.with_suffix(".alternating.json")):
+        stale.unlink(missing_ok=True)
+    print(f"[bench] {script} {' '.join(args)} --out {out}", flush=True)
+    return subprocess.run([str(PYTHON), str(REPO / "bench" / script), *args, "--out", str(out)], cwd=REPO,
+                          check=False).returncode
+
+
+def results(out: Path, script: str, rc: int):
+    path = out.with_suffix(".json")
+    if not path.exists():
+        raise SystemExit(f"[bench] {script} wrote no {path} (exit status {rc})")
+    return json.loads(path.read_text())
 
 
 def main() -> int:
@@ -137,17 +149,17 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     site, host, data = (out.parent / f"{out.name}-{p}" for p in ("site", "host", "data"))
     parts = {
-        "site_rerun": part("site_rerun.py", "--before", args.before, "--hosts", "1", "--out", str(site)),
-        "rerun_profile": part("rerun_profile.py", "--hosts", args.hosts, "--tags", "host", "--variant",
-                              f"before@{args.before}", "--variant", "after", "--reruns", args.reruns,
-                              "--alternate", "--out", str(host)),
-        "dataset_scale": part("dataset_scale.py", "--images", args.images, "--out", str(data)),
+        "site_rerun.py": part("site_rerun.py", site, "--before", args.before, "--hosts", "1"),
+        "rerun_profile.py": part("rerun_profile.py", host, "--hosts", args.hosts, "--tags", "host", "--variant",
+                                 f"before@{args.before}", "--variant", "after", "--reruns", args.reruns,
+                                 "--alternate"),
+        "dataset_scale.py": part("dataset_scale.py", data, "--images", args.images),
     }
     alternated = host.with_suffix(".alternating.json")
-    targets = (site_targets(json.loads(site.with_suffix(".json").read_text()))
-               + host_layer_targets(json.loads(host.with_suffix(".json").read_text()),
+    targets = (site_targets(results(site, "site_rerun.py", parts["site_rerun.py"]))
+               + host_layer_targets(results(host, "rerun_profile.py", parts["rerun_profile.py"]),
                                     json.loads(alternated.read_text()) if alternated.exists() else [])
-               + dataset_targets(json.loads(data.with_suffix(".json").read_text())))
+               + dataset_targets(results(data, "dataset_scale.py", parts["dataset_scale.py"])))
     text = markdown(targets, parts)
     out.with_suffix(".json").write_text(json.dumps({"before": args.before, "parts": parts, "targets": targets},
                                                    indent=1) + "\n")

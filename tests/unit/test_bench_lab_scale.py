@@ -5,6 +5,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("lab_scale", REPO / "bench" / "lab_scale.py")
 lab_scale = importlib.util.module_from_spec(spec)
@@ -92,3 +94,14 @@ def test_the_plot_is_written(tmp_path):
     targets = [lab_scale.target("a", 0.5, 1.0), lab_scale.target("b", 2.0, 1.0)]
     lab_scale.plot(targets, tmp_path / "t.png")
     assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_part_that_fails_before_writing_leaves_no_older_figures(tmp_path):
+    out = tmp_path / "lab-scale-site"
+    for old in (out.with_suffix(".json"), out.with_suffix(".alternating.json")):
+        old.write_text("[]\n")  # an earlier run's results
+    rc = lab_scale.part("site_rerun.py", out)  # no --before: argparse refuses before any bench runs
+    assert rc == 2
+    assert not out.with_suffix(".json").exists() and not out.with_suffix(".alternating.json").exists()
+    with pytest.raises(SystemExit, match=f"site_rerun.py wrote no {out}.json \\(exit status 2\\)"):
+        lab_scale.results(out, "site_rerun.py", rc)
